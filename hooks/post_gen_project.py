@@ -1,0 +1,128 @@
+"""Remove what the chosen options turn off, and write the local `.env` with fresh secrets.
+
+Runs inside the rendered project. Importable: the template's tests call `plan()` and `apply()`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+Answers = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When `applies` holds for the answers, the `paths` (relative, `{pkg}` = package) go."""
+
+    reason: str
+    applies: Callable[[Answers], bool]
+    paths: tuple[str, ...]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "cache_backend=none: no Redis, no embedded server, no task layer",
+        lambda answers: answers["cache_backend"] == "none",
+        (
+            "src/{pkg}/infrastructure/redis.py",
+            "src/{pkg}/infrastructure/cache.py",
+            "src/{pkg}/embedded_redis.py",
+            "src/{pkg}/dev.py",
+            "tests/test_embedded_redis.py",
+            "tests/test_dev.py",
+        ),
+    ),
+    Rule(
+        "cache_backend is redis or falkordb: the cache lives in the server",
+        lambda answers: answers["cache_backend"] != "none",
+        (
+            "src/{pkg}/infrastructure/cache_in_process.py",
+            # Written with the task layer; until then only the "not enabled" page exists.
+            "docs/background-tasks.md",
+        ),
+    ),
+    Rule(
+        "cache_backend is not falkordb: no graph",
+        lambda answers: answers["cache_backend"] != "falkordb",
+        (
+            "src/{pkg}/infrastructure/graph.py",
+            "tests/test_graph.py",
+            "docs/cache-graph.md",
+        ),
+    ),
+    Rule(
+        "ci=none: no workflow",
+        lambda answers: answers["ci"] == "none",
+        (".github",),
+    ),
+)
+# Files that stand in for another under its name: (source, destination), when the rule applies.
+RENAMES: tuple[tuple[Callable[[Answers], bool], str, str], ...] = (
+    (
+        lambda answers: answers["cache_backend"] == "none",
+        "src/{pkg}/infrastructure/cache_in_process.py",
+        "src/{pkg}/infrastructure/cache.py",
+    ),
+)
+SECRET_KEYS = ("REDIS_PASSWORD",)
+
+
+def plan(answers: Answers) -> tuple[list[str], list[tuple[str, str]]]:
+    """The paths to remove and the renames to make for these answers."""
+    package = answers["project_slug"].replace("-", "_")
+    removals = [
+        path.format(pkg=package) for rule in RULES if rule.applies(answers) for path in rule.paths
+    ]
+    renames = [
+        (source.format(pkg=package), target.format(pkg=package))
+        for applies, source, target in RENAMES
+        if applies(answers)
+    ]
+    return removals, renames
+
+
+def apply(project: Path, answers: Answers) -> None:
+    """Remove, rename, then drop empty folders and bytecode, and write `.env`."""
+    removals, renames = plan(answers)
+    for relative in removals:
+        path = project / relative
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for source, target in renames:
+        (project / source).replace(project / target)
+    for cache in list(project.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    for folder in sorted((p for p in project.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    write_env(project)
+
+
+def write_env(project: Path) -> None:
+    """`.env` from `.env.example`, each secret replaced by a new random one (git-ignored)."""
+    example = project / ".env.example"
+    lines = []
+    for line in example.read_text().splitlines():
+        key = line.split("=", 1)[0]
+        if key in SECRET_KEYS:
+            line = f"{key}={secrets.token_urlsafe(32)}"
+        lines.append(line)
+    (project / ".env").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    answers = json.loads(r"""{{ cookiecutter | jsonify }}""")
+    apply(Path.cwd(), answers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

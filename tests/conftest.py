@@ -1,0 +1,164 @@
+"""Option combinations, rendering with pytest-cookies, and running a rendered project's tools."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS: dict[str, Any] = json.loads((ROOT / "cookiecutter.json").read_text())
+TOOLS_BIN = Path(sys.executable).parent
+COMMAND_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One answer for each choice option; the free-text options keep their defaults."""
+
+    python_version: str
+    cache_backend: str
+    example_tasks: str
+    ci: str
+
+    @property
+    def id(self) -> str:
+        return (
+            f"py{self.python_version}-{self.cache_backend}"
+            f"-examples_{self.example_tasks}-ci_{self.ci}"
+        )
+
+    @property
+    def package(self) -> str:
+        """The package of the default project name, which every combination keeps."""
+        return str(PROMPTS["project_name"]).lower().replace(" ", "_")
+
+    @property
+    def has_tasks(self) -> bool:
+        return self.cache_backend != "none"
+
+    def context(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def selected(combo: Combo) -> bool:
+    """TEMPLATE_COMBOS="python_version=3.12,cache_backend=redis" narrows the run (CI matrix)."""
+    wanted = [
+        item.split("=", 1) for item in os.environ.get("TEMPLATE_COMBOS", "").split(",") if item
+    ]
+    return all(combo.context()[key] == value for key, value in wanted)
+
+
+COMBOS = [
+    combo
+    for combo in (
+        Combo(*values)
+        for values in itertools.product(
+            PROMPTS["python_version"],
+            PROMPTS["cache_backend"],
+            PROMPTS["example_tasks"],
+            PROMPTS["ci"],
+        )
+    )
+    if selected(combo)
+]
+
+
+def combo_params(
+    select: Callable[[Combo], bool] = lambda combo: True,
+    suffix: Callable[[Combo], str] = lambda combo: "",
+) -> list[Any]:
+    """The selected combinations as pytest params, grouped so that one xdist worker renders each
+    combination once."""
+    return [
+        pytest.param(combo, id=combo.id + suffix(combo), marks=pytest.mark.xdist_group(combo.id))
+        for combo in COMBOS
+        if select(combo)
+    ]
+
+
+@pytest.fixture(scope="session")
+def bake(cookies_session: Any) -> Callable[[Combo], Path]:
+    """Render a combination once per test process and return the project folder."""
+    rendered: dict[Combo, Path] = {}
+
+    def render(combo: Combo) -> Path:
+        if combo not in rendered:
+            result = cookies_session.bake(extra_context=combo.context())
+            assert result.exception is None, result.exception
+            assert result.exit_code == 0
+            rendered[combo] = Path(result.project_path)
+        return rendered[combo]
+
+    return render
+
+
+@functools.cache
+def find_python(version: str) -> str | None:
+    """An interpreter for `version`: one uv finds, else a pyenv install; None when there is none."""
+    found = subprocess.run(
+        [str(TOOLS_BIN / "uv"), "python", "find", "--no-project", version],
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+        check=False,
+    )
+    candidates = [found.stdout.strip()] if found.returncode == 0 else []
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(
+        str(p) for p in pyenv_root.glob(f"versions/{version}.*/bin/python{version}")
+    )
+    for candidate in candidates:
+        if candidate and subprocess.run([candidate, "-c", "pass"], check=False).returncode == 0:
+            return candidate
+    return None
+
+
+def tool_env(python: str | None = None) -> dict[str, str]:
+    """The environment for a rendered project's commands: our tools first, no outer venv."""
+    env = {
+        key: value for key, value in os.environ.items() if key not in {"VIRTUAL_ENV", "REDIS_URL"}
+    }
+    env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    env["UV_NO_PROGRESS"] = "1"
+    if python:
+        env["UV_PYTHON"] = python
+    return env
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run a command; on failure, fail the test with the command and the end of its output."""
+    completed = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env or tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    if completed.returncode != 0:
+        pytest.fail(f"`{' '.join(command)}` exited {completed.returncode}:\n{output[-6000:]}")
+    return output
+
+
+def rendered_files(project: Path) -> Iterator[Path]:
+    return (path for path in project.rglob("*") if path.is_file() and ".venv" not in path.parts)
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=str(TOOLS_BIN)) or shutil.which(name)
+    assert path, f"{name} is not installed: run the tests through `python3 scripts/just.py test`"
+    return path

@@ -1,0 +1,53 @@
+"""Container and CI files, validated without Docker: schemas, hadolint and zizmor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, Combo, combo_params, run, tool
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_compose_file_matches_the_compose_specification(
+    combo: Combo, bake: Callable[[Combo], Path]
+) -> None:
+    """It validates against the Compose specification's JSON schema."""
+    project = bake(combo)
+    run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker-compose.yml"],
+        project,
+    )
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_dockerfile_passes_hadolint(combo: Combo, bake: Callable[[Combo], Path]) -> None:
+    """It has no hadolint finding, down to the info level, and runs as a non-root user."""
+    project = bake(combo)
+    run([tool("hadolint"), "--failure-threshold", "info", "Dockerfile"], project)
+    dockerfile = (project / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ") == 2
+    assert f"python:{combo.python_version}-slim" in dockerfile
+    assert "--no-dev" in dockerfile
+    assert "\nUSER 10001" in dockerfile
+
+
+@pytest.mark.parametrize("combo", combo_params(lambda combo: combo.ci == "github"))
+def test_project_workflow_passes_schema_and_zizmor(
+    combo: Combo, bake: Callable[[Combo], Path]
+) -> None:
+    """It validates against the GitHub workflow schema and has no zizmor finding."""
+    project = bake(combo)
+    workflow = ".github/workflows/ci.yml"
+    run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", workflow], project
+    )
+    run([tool("zizmor"), "--offline", "--no-progress", workflow], project)
+
+
+def test_template_workflow_passes_schema_and_zizmor() -> None:
+    """It holds the template's own workflow to the same bar."""
+    workflow = ".github/workflows/ci.yml"
+    run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", workflow], ROOT)
+    run([tool("zizmor"), "--offline", "--no-progress", workflow], ROOT)

@@ -1,0 +1,42 @@
+"""Each rendered project passes its own lint, type check and tests.
+
+Where an interpreter for the combination's Python exists here, the project's own `just lint`,
+`just typecheck` and `just test` run as a user would run them. Where none exists, the test id
+says so and the same ruff and mypy configuration runs from a Python 3.11 environment (mypy
+checks against the target version); the project's tests then cannot run on this machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Combo, combo_params, find_python, run, tool, tool_env
+
+
+def mode(combo: Combo) -> str:
+    if find_python(combo.python_version):
+        return "-lint+typecheck+tests"
+    return f"-lint+typecheck-only(no-python{combo.python_version}-here)"
+
+
+@pytest.mark.project_checks
+@pytest.mark.parametrize("combo", combo_params(suffix=mode))
+def test_project_passes_its_own_checks(combo: Combo, bake: Callable[[Combo], Path]) -> None:
+    """It is ruff clean, mypy --strict clean and its tests pass against a real server."""
+    project = bake(combo)
+    python = find_python(combo.python_version)
+    if python:
+        env = tool_env(python)
+        for recipe in ("lint", "typecheck", "test"):
+            run([tool("just"), recipe], project, env)
+        return
+    env = tool_env()
+    venv = project / ".venv"
+    run([tool("uv"), "venv", "--python", "3.11", str(venv)], project, env)
+    install = [tool("uv"), "pip", "install", "--python", str(venv), "-r", "pyproject.toml"]
+    run([*install, "--group", "dev"], project, env)
+    run([str(venv / "bin/ruff"), "check", "."], project, env)
+    run([str(venv / "bin/ruff"), "format", "--check", "."], project, env)
+    run([str(venv / "bin/mypy")], project, env)

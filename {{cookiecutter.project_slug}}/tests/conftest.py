@@ -1,0 +1,87 @@
+{%- if cookiecutter.cache_backend != "none" -%}
+"""Shared fixtures: one real server for the run, emptied before each test; the app over ASGI."""
+{%- else -%}
+"""Shared fixtures: settings, the in-process cache, and the app over ASGI."""
+{%- endif %}
+
+{%- if cookiecutter.cache_backend != "none" %}
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from {{ cookiecutter.__package_name }}.embedded_redis import EmbeddedRedis
+from {{ cookiecutter.__package_name }}.infrastructure.cache import Cache
+from {{ cookiecutter.__package_name }}.main import create_app
+from {{ cookiecutter.__package_name }}.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """TEST_REDIS_URL when set (a CI service container), else an embedded server for the run."""
+    external = os.environ.get("TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client on an empty database."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, environment="test", _env_file=None)
+
+
+@pytest.fixture
+def cache(redis: Redis, settings: Settings) -> Cache:
+    prefix, ttl_s = settings.cache_key_prefix, settings.cache_default_ttl_s
+    return Cache(redis, prefix=prefix, default_ttl_s=ttl_s)
+
+
+@pytest.fixture
+async def client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+{%- else %}
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from {{ cookiecutter.__package_name }}.infrastructure.cache import Cache
+from {{ cookiecutter.__package_name }}.main import create_app
+from {{ cookiecutter.__package_name }}.settings import Settings
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(environment="test", _env_file=None)
+
+
+@pytest.fixture
+def cache(settings: Settings) -> Cache:
+    return Cache(default_ttl_s=settings.cache_default_ttl_s, max_entries=3)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+{%- endif %}
+    """The app with its lifespan running, called in-process over ASGI."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        yield client

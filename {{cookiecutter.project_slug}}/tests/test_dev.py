@@ -1,0 +1,50 @@
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from {{ cookiecutter.__package_name }}.embedded_redis import free_port
+
+from .test_embedded_redis import port_is_open
+
+START_TIMEOUT_S = 30.0
+
+
+def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) -> None:
+    """`just dev` without REDIS_URL starts a server and the API, and Ctrl-C/SIGTERM stops both."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "{{ cookiecutter.__package_name }}.dev", "--port", str(port), "--no-reload"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        ready = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert ready is not None, log.read_text()
+        assert ready.json()["checks"] == {"redis": "ok"}
+        match = re.search(r"redis://127\.0\.0\.1:(\d+)", log.read_text())
+        assert match, log.read_text()
+        redis_port = int(match.group(1))
+        assert port_is_open(redis_port)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    assert not port_is_open(redis_port)
+    assert not port_is_open(port)

