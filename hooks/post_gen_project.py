@@ -71,6 +71,7 @@ RENAMES: tuple[tuple[Callable[[Answers], bool], str, str], ...] = (
     ),
 )
 SECRET_KEYS = ("REDIS_PASSWORD",)
+ENV_HEADER = "# Local settings from .env.example, with fresh secrets. Git-ignored: keep it local."
 
 
 def plan(answers: Answers) -> tuple[list[str], list[tuple[str, str]]]:
@@ -107,10 +108,15 @@ def apply(project: Path, answers: Answers) -> None:
 
 
 def write_env(project: Path) -> None:
-    """`.env` from `.env.example`, each secret replaced by a new random one (git-ignored)."""
+    """`.env` from `.env.example`, each secret replaced by a new random one (git-ignored).
+
+    The example's opening comment ("copy to .env") gives way to one saying where `.env` came from.
+    """
     example = project / ".env.example"
-    lines = []
-    for line in example.read_text().splitlines():
+    lines = [ENV_HEADER]
+    for number, line in enumerate(example.read_text().splitlines()):
+        if number == 0 and line.startswith("#"):
+            continue
         key = line.split("=", 1)[0]
         if key in SECRET_KEYS:
             line = f"{key}={secrets.token_urlsafe(32)}"

@@ -152,6 +152,8 @@ def test_apply_removes_renames_and_tidies(tmp_path: Path) -> None:
     (tmp_path / ".env.example").write_text("# header\nREDIS_PASSWORD=change-me\nLOG_LEVEL=INFO\n")
     post_gen.apply(tmp_path, answers(cache_backend="none", ci="none"))
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert (tmp_path / ".env").read_text().splitlines()[0] == post_gen.ENV_HEADER
+    assert "# header" not in (tmp_path / ".env").read_text()
     assert files == [
         ".env",
         ".env.example",

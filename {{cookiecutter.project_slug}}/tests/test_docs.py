@@ -13,8 +13,7 @@ from types import ModuleType
 import httpx
 import pytest
 from fastapi import FastAPI
-
-{%- if cookiecutter.cache_backend == "falkordb" %}
+{% if cookiecutter.cache_backend == "falkordb" %}
 from {{ cookiecutter.__package_name }}.infrastructure.graph import (
     SocialGraph,
     close_graph_client,
