@@ -74,10 +74,9 @@ def main() -> int:
     subprocess.run(["uv", "sync", "--quiet"], cwd=project, env=env, check=True)
 
     port = free_port()
-    package = project.name.replace("-", "_")
     step(f"Starting `just dev`: embedded Redis and the API on port {port}")
     service = subprocess.Popen(
-        ["uv", "run", "python", "-m", f"{package}.dev", "--port", str(port), "--no-reload"],
+        ["just", "dev", "--port", str(port), "--no-reload"],
         cwd=project,
         env=env,
         start_new_session=True,
