@@ -1,4 +1,4 @@
-"""Render the default service, start it on an embedded server and show it answering.
+"""Render the default service, start it on an embedded server, run a task through it.
 
 Run through `python3 scripts/just.py demo`. The project lands in build/demo/ (replaced on every
 run); `--keep` leaves the service running until Ctrl-C so that you can try it.
@@ -7,6 +7,7 @@ run); `--keep` leaves the service running until Ctrl-C so that you can try it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from cookiecutter.main import cookiecutter
 
@@ -37,24 +39,60 @@ def free_port() -> int:
         return port
 
 
-def get_json(url: str) -> tuple[int, object]:
+def call(url: str, body: object = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """GET, or POST `body` as JSON; returns the status, the JSON answer and the headers."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, json.load(response)
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status, json.load(response), dict(response.headers)
     except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
+        return error.code, json.load(error), dict(error.headers)
 
 
-def wait_until_ready(url: str, service: subprocess.Popen[bytes]) -> tuple[int, object]:
+def wait_until_ready(url: str, service: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """Poll readiness until the API is ready and its workers send heartbeats."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if service.poll() is not None:
             raise SystemExit(f"The service exited with code {service.returncode}.")
         try:
-            return get_json(url)
+            status, body, _ = call(url)
         except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
-    raise SystemExit(f"The service did not answer {url} within {START_TIMEOUT_S:.0f} s.")
+            status, body = 0, {}
+        if status == 200 and set(body.get("workers", {}).values()) == {"alive"}:
+            return body
+        time.sleep(0.3)
+    raise SystemExit(f"The service was not ready at {url} within {START_TIMEOUT_S:.0f} s.")
+
+
+def follow(url: str) -> dict[str, Any]:
+    """Poll a task's status URL, printing each change, until it finishes."""
+    last = None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _, state, _ = call(url)
+        if (state["status"], state["progress"]) != last:
+            last = (state["status"], state["progress"])
+            print(f"    status={state['status']} progress={state['progress']}", flush=True)
+        if state["status"] in {"complete", "failed", "aborted"}:
+            return state
+        time.sleep(0.1)
+    raise SystemExit(f"The task did not finish within {START_TIMEOUT_S:.0f} s.")
+
+
+def stop_group(service: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the service's process group, then wait until every member has exited."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(service.pid, signal.SIGTERM)
+    service.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(service.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def main() -> int:
@@ -74,7 +112,7 @@ def main() -> int:
     subprocess.run(["uv", "sync", "--quiet"], cwd=project, env=env, check=True)
 
     port = free_port()
-    step(f"Starting `just dev`: embedded Redis and the API on port {port}")
+    step(f"Starting `just dev`: embedded Redis, the API on port {port}, the workers")
     service = subprocess.Popen(
         ["just", "dev", "--port", str(port), "--no-reload"],
         cwd=project,
@@ -82,11 +120,17 @@ def main() -> int:
         start_new_session=True,
     )
     try:
-        url = f"http://127.0.0.1:{port}/health/ready"
-        status, body = wait_until_ready(url, service)
-        step(f"GET {url} -> {status}")
-        print(json.dumps(body, indent=2), flush=True)
-        if status != 200:
+        base = f"http://127.0.0.1:{port}"
+        ready = wait_until_ready(f"{base}/health/ready", service)
+        step(f"GET /health/ready -> 200 {json.dumps(ready)}")
+        task = {"name": "example_task", "args": {"message": "hello", "steps": 5, "delay_s": 0.2}}
+        status, accepted, headers = call(f"{base}/api/v1/tasks", task)
+        step(f"POST /api/v1/tasks {json.dumps(task)} -> {status} Location: {headers['location']}")
+        print(f"    {json.dumps(accepted)}", flush=True)
+        step(f"Following GET {headers['location']}")
+        final = follow(base + headers["location"])
+        print(json.dumps(final, indent=2), flush=True)
+        if final["status"] != "complete":
             return 1
         if args.keep:
             step(f"Running: http://127.0.0.1:{port}/docs  (Ctrl-C stops it)")
@@ -95,10 +139,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if service.poll() is None:
-            os.killpg(service.pid, signal.SIGTERM)
-            service.wait(timeout=30)
-        step("Stopped the API and the embedded server")
+        stop_group(service)
+        step("Stopped the API, the workers and the embedded server")
 
 
 if __name__ == "__main__":

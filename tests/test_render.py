@@ -25,6 +25,7 @@ COMMON = {
     "Dockerfile",
     "README.md",
     "docker-compose.yml",
+    "docs/background-tasks.md",
     "docs/services.md",
     "justfile",
     "pyproject.toml",
@@ -32,6 +33,7 @@ COMMON = {
     "src/{pkg}/api/__init__.py",
     "src/{pkg}/api/deps.py",
     "src/{pkg}/api/health.py",
+    "src/{pkg}/api/limits.py",
     "src/{pkg}/api/router.py",
     "src/{pkg}/infrastructure/__init__.py",
     "src/{pkg}/infrastructure/cache.py",
@@ -42,6 +44,7 @@ COMMON = {
     "src/{pkg}/settings.py",
     "tests/__init__.py",
     "tests/conftest.py",
+    "tests/test_architecture.py",
     "tests/test_cache.py",
     "tests/test_docs.py",
     "tests/test_health.py",
@@ -51,18 +54,32 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
     (
         lambda combo: combo.has_tasks,
         {
+            "src/{pkg}/api/errors.py",
+            "src/{pkg}/api/tasks.py",
             "src/{pkg}/dev.py",
             "src/{pkg}/embedded_redis.py",
+            "src/{pkg}/infrastructure/queue.py",
             "src/{pkg}/infrastructure/redis.py",
+            "src/{pkg}/infrastructure/sessions.py",
+            "src/{pkg}/infrastructure/tasks.py",
+            "src/{pkg}/services/tasks.py",
+            "src/{pkg}/tasks/__init__.py",
+            "src/{pkg}/tasks/example.py",
+            "src/{pkg}/tasks/maintenance.py",
+            "src/{pkg}/tasks/registry.py",
+            "tests/test_cron.py",
             "tests/test_dev.py",
             "tests/test_embedded_redis.py",
+            "tests/test_sessions.py",
+            "tests/test_tasks_api.py",
+            "tests/test_worker.py",
+            "tests/test_worker_cli.py",
         },
     ),
     (
         lambda combo: combo.cache_backend == "falkordb",
         {"src/{pkg}/infrastructure/graph.py", "tests/test_graph.py", "docs/cache-graph.md"},
     ),
-    (lambda combo: not combo.has_tasks, {"docs/background-tasks.md"}),
     (lambda combo: combo.ci == "github", {".github/workflows/ci.yml"}),
 ]
 
@@ -130,7 +147,13 @@ def test_compose_follows_options(combo: Combo, bake: Callable[[Combo], Path]) ->
         assert "volumes" not in compose
         return
     ui = "falkordb-browser" if combo.cache_backend == "falkordb" else "redis-commander"
-    assert set(services) == {"api", "cache", ui}
+    assert set(services) == {"api", "worker", "worker-slow", "cache", ui}
+    for worker, settings in [("worker", "WorkerSettings"), ("worker-slow", "SlowWorkerSettings")]:
+        dotted = f"{combo.package}.infrastructure.tasks.{settings}"
+        assert services[worker]["command"] == ["arq", dotted]
+        assert services[worker]["healthcheck"]["test"] == ["CMD", "arq", "--check", dotted]
+        assert "ports" not in services[worker]
+        assert services[worker]["environment"] == services["api"]["environment"]
     cache = services["cache"]
     assert "ports" not in cache
     assert "healthcheck" in cache

@@ -7,14 +7,18 @@
 {%- if cookiecutter.cache_backend != "none" %}
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
+from arq.worker import Worker
 from redis.asyncio import Redis
 
 from {{ cookiecutter.__package_name }}.embedded_redis import EmbeddedRedis
 from {{ cookiecutter.__package_name }}.infrastructure.cache import Cache
+from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, open_task_queue
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import worker_settings
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
@@ -32,16 +36,46 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client on an empty database."""
+    """A client on the cache database, every database emptied first (cache and queue)."""
     client = Redis.from_url(redis_url, decode_responses=True)
-    await client.flushdb()
+    await client.flushall()
     yield client
     await client.aclose()
 
 
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, environment="test", _env_file=None)
+    return Settings(
+        redis_url=redis_url,
+        environment="test",
+        worker_poll_delay_s=0.01,
+        worker_retry_delay_s=0.05,
+        _env_file=None,
+    )
+
+
+@pytest.fixture
+async def task_queue(settings: Settings, redis: Redis) -> AsyncIterator[TaskQueue]:
+    """A queue client on the emptied queue database."""
+    queue = open_task_queue(settings)
+    yield queue
+    await queue.close()
+
+
+@pytest.fixture
+async def make_worker(settings: Settings) -> AsyncIterator[Callable[..., Worker]]:
+    """Build in-process arq workers with the service's options; closed after the test."""
+    workers: list[Worker] = []
+
+    def make(*, queue: str | None = None, **overrides: Any) -> Worker:
+        options = worker_settings(settings, queue=queue or settings.task_queue, with_cron=False)
+        worker = Worker(**{**options, "burst": True, "handle_signals": False, **overrides})
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        await worker.close()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -16,7 +17,8 @@ START_TIMEOUT_S = 30.0
 
 
 def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) -> None:
-    """`just dev` without REDIS_URL starts a server and the API, and Ctrl-C/SIGTERM stops both."""
+    """`just dev` without REDIS_URL starts a server, the API and both workers, and SIGTERM
+    (as Ctrl-C) stops them all."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     log = tmp_path / "dev.log"
@@ -30,15 +32,18 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        ready = None
+        ready: dict[str, Any] = {}
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
-                break
+                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).json()
             except httpx.TransportError:
-                time.sleep(0.2)
-        assert ready is not None, log.read_text()
-        assert ready.json()["checks"] == {"redis": "ok"}
+                ready = {}
+            if ready and set(ready["workers"].values()) == {"alive"}:
+                break
+            time.sleep(0.2)
+        assert ready, log.read_text()
+        assert ready["checks"] == {"redis": "ok"}
+        assert set(ready["workers"].values()) == {"alive"}, log.read_text()
         match = re.search(r"redis://127\.0\.0\.1:(\d+)", log.read_text())
         assert match, log.read_text()
         redis_port = int(match.group(1))

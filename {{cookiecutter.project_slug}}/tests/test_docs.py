@@ -6,12 +6,15 @@ so that later snippets import it exactly as the page shows.
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import {% if cookiecutter.cache_backend != "none" %}Callable, {% endif %}Iterator
 from pathlib import Path
 from types import ModuleType
 
 import httpx
 import pytest
+{%- if cookiecutter.cache_backend != "none" %}
+from arq.worker import Worker
+{%- endif %}
 from fastapi import FastAPI
 {% if cookiecutter.cache_backend == "falkordb" %}
 from {{ cookiecutter.__package_name }}.infrastructure.graph import (
@@ -20,12 +23,18 @@ from {{ cookiecutter.__package_name }}.infrastructure.graph import (
     create_graph_client,
 )
 {%- endif %}
+{%- if cookiecutter.cache_backend != "none" %}
+from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
+{%- endif %}
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+PROJECT = Path(__file__).resolve().parent.parent
+DOCS = PROJECT / "docs"
 SNIPPET = re.compile(r"```python\n(.*?)```", re.DOTALL)
 MODULE_PATH = re.compile(r"# src/([\w/]+)\.py\n")
+TABLE_DEFAULT = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| `([^`]*)` \|", re.MULTILINE)
 
 
 def load_snippets(page: str) -> Iterator[ModuleType]:
@@ -63,7 +72,25 @@ async def test_services_page_endpoint_counts_primes(settings: Settings) -> None:
         response = await client.get("/api/v1/primes", params={"below": 30})
         assert response.json() == {"below": 30, "count": 10}
         assert (await client.get("/api/v1/primes", params={"below": 1})).status_code == 422
-{%- if cookiecutter.cache_backend == "none" %}
+{%- if cookiecutter.cache_backend != "none" %}
+
+
+async def test_background_tasks_page_task_runs_in_a_worker(
+    settings: Settings, task_queue: TaskQueue, make_worker: Callable[..., Worker]
+) -> None:
+    """It runs the page's example task, registered as the page shows, in a real worker."""
+    _, registered, _ = list(load_snippets("background-tasks.md"))
+    spec = registered.spec
+    task_id = await task_queue.enqueue(spec.name, texts=["one two", "three"])
+    assert task_id
+    await make_worker(functions=[as_worker_function(spec, settings)]).main()
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.status, state.progress) == ("complete", 100)
+    assert state.result == {"texts": 2, "words": 3}
+    assert spec.args_model is not None
+    assert spec.args_model.model_validate({"texts": ["x"]})
+{%- else %}
 
 
 async def test_background_tasks_page_snippet_runs_after_the_response(
@@ -100,6 +127,18 @@ async def test_graph_page_router_follows_and_suggests(settings: Settings, redis:
     finally:
         await close_graph_client(graph_client)
 {%- endif %}
+
+
+@pytest.mark.parametrize(
+    "page", ["README.md", *sorted(f"docs/{path.name}" for path in DOCS.glob("*.md"))]
+)
+def test_configuration_tables_state_the_real_defaults(page: str) -> None:
+    """It finds every `VARIABLE` | `default` row of the page equal to the Settings default."""
+    fields = Settings.model_fields
+    rows = TABLE_DEFAULT.findall((PROJECT / page).read_text())
+    for variable, documented in rows:
+        field = fields[variable.lower()]
+        assert documented == str(field.default), f"{page}: {variable}"
 
 
 @pytest.mark.parametrize("page", sorted(path.name for path in DOCS.glob("*.md")))

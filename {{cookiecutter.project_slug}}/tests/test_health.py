@@ -15,11 +15,12 @@ async def test_live_answers_ok(client: httpx.AsyncClient) -> None:
 {%- if cookiecutter.cache_backend != "none" %}
 
 
-async def test_ready_when_the_server_answers(client: httpx.AsyncClient) -> None:
-    """It reports every check as ok while the server answers PING."""
+async def test_ready_when_the_server_answers(client: httpx.AsyncClient, settings: Settings) -> None:
+    """It reports every check as ok while the server answers PING, and workers beside."""
     response = await client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"redis": "ok"}}
+    no_worker = dict.fromkeys([settings.task_queue, settings.slow_task_queue], "no heartbeat")
+    assert response.json() == {"status": "ok", "checks": {"redis": "ok"}, "workers": no_worker}
 
 
 async def test_ready_is_503_when_the_server_is_unreachable() -> None:
@@ -50,5 +51,5 @@ async def test_ready_with_no_external_dependency(client: httpx.AsyncClient) -> N
     """It is ready at once: the in-process cache needs no server."""
     response = await client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {}}
+    assert response.json() == {"status": "ok", "checks": {}, "workers": {}}
 {%- endif %}

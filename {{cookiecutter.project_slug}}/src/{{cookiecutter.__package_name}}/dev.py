@@ -1,4 +1,5 @@
-"""`just dev`: the API with auto-reload, on an embedded server unless `REDIS_URL` is set.
+"""`just dev`: the API and both workers, with auto-reload, on an embedded server unless
+`REDIS_URL` is set.
 
 Run as `python -m {{ cookiecutter.__package_name }}.dev [--host H] [--port P] [--no-reload]`.
 Ctrl-C (or SIGTERM) stops everything it started.
@@ -19,8 +20,16 @@ from .settings import Settings
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+WORKERS = ("WorkerSettings", "SlowWorkerSettings")
+
+
+def worker_command(settings_name: str, *, reload: bool) -> list[str]:
+    command = [sys.executable, "-m", "arq", f"{__package__}.infrastructure.tasks.{settings_name}"]
+    return [*command, "--watch", str(PACKAGE_DIR)] if reload else command
+
+
 def api_command(host: str, port: int, *, reload: bool) -> list[str]:
-    command = [sys.executable, "-m", "uvicorn", "{{ cookiecutter.__package_name }}.main:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", f"{__package__}.main:create_app", "--factory"]
     command += ["--host", host, "--port", str(port)]
     if reload:
         command += ["--reload", "--reload-dir", str(PACKAGE_DIR)]
@@ -60,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--no-reload", action="store_true", help="do not restart on code changes")
     args = parser.parse_args(argv)
-    commands = [api_command(args.host, args.port, reload=not args.no_reload)]
+    reload = not args.no_reload
+    commands = [api_command(args.host, args.port, reload=reload)]
+    commands += [worker_command(name, reload=reload) for name in WORKERS]
     env = dict(os.environ)
     print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
     if "redis_url" in Settings().model_fields_set:

@@ -76,7 +76,11 @@ class EmbeddedRedis:
         ]  # fmt: skip
         if module:
             command += ["--loadmodule", module]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603
+        # Its own session: a Ctrl-C meant for the API and workers must not stop the server
+        # under them; `stop()` ends it once they are gone.
+        self._process = subprocess.Popen(  # noqa: S603
+            command, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         self._wait_until_ready(workdir / "redis.log")
 
     def stop(self) -> None:

@@ -9,9 +9,14 @@ from functools import partial
 from fastapi import FastAPI
 
 from . import __version__
+{%- if cookiecutter.cache_backend != "none" %}
+from .api.errors import EXCEPTION_HANDLERS
+{%- endif %}
+from .api.limits import BodySizeLimit
 from .api.router import api_router
 from .infrastructure.cache import Cache
 {%- if cookiecutter.cache_backend != "none" %}
+from .infrastructure.queue import open_task_queue
 from .infrastructure.redis import create_redis, ping
 {%- endif %}
 from .settings import Settings, get_settings
@@ -26,16 +31,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.cache = Cache(
         redis, prefix=settings.cache_key_prefix, default_ttl_s=settings.cache_default_ttl_s
     )
+    task_queue = open_task_queue(settings)
+    app.state.task_queue = task_queue
     app.state.readiness_checks = {"redis": partial(ping, redis)}
+    app.state.worker_probes = {
+        queue: partial(task_queue.worker_alive, queue) for queue in task_queue.queues
+    }
     try:
         yield
     finally:
+        await task_queue.close()
         await redis.aclose()
 {%- else %}
     app.state.cache = Cache(
         default_ttl_s=settings.cache_default_ttl_s, max_entries=settings.cache_max_entries
     )
     app.state.readiness_checks = {}
+    app.state.worker_probes = {}
     yield
 {%- endif %}
 
@@ -48,7 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="{{ cookiecutter.description }}",
         version=__version__,
         lifespan=lifespan,
+{%- if cookiecutter.cache_backend != "none" %}
+        exception_handlers=EXCEPTION_HANDLERS,
+{%- endif %}
     )
     app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(api_router)
     return app

@@ -1,9 +1,12 @@
 """The service's configuration: one class, read from the environment and a `.env` file."""
 
 from functools import lru_cache
-from typing import Literal
+from typing import Literal{% if cookiecutter.cache_backend != "none" %}, Self{% endif %}
+{%- if cookiecutter.cache_backend != "none" %}
+from urllib.parse import urlsplit
+{%- endif %}
 
-from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn{% endif %}
+from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn, model_validator{% endif %}
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +18,8 @@ class Settings(BaseSettings):
     app_name: str = "{{ cookiecutter.project_name }}"
     environment: Literal["development", "test", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Larger request bodies are refused with 413.
+    api_max_body_bytes: int = Field(default=65_536, gt=0)
 {%- if cookiecutter.cache_backend != "none" %}
 
     # redis:// or rediss:// (TLS), with an optional password: redis://:secret@host:6379/0.
@@ -25,11 +30,53 @@ class Settings(BaseSettings):
     redis_health_check_interval_s: int = Field(default=30, ge=0)
 
     cache_key_prefix: str = "{{ cookiecutter.project_slug }}:cache:"
+
+    # The task queue lives in its own logical database, so flushing the cache (REDIS_URL's
+    # database) never drops queued tasks.
+    redis_queue_db: int = Field(default=1, ge=0)
+    # Queue names: fast, short work on the default queue; long work on the slow one, served by
+    # its own workers so that it cannot starve the default queue.
+    task_queue: str = "{{ cookiecutter.project_slug }}:tasks"
+    slow_task_queue: str = "{{ cookiecutter.project_slug }}:tasks:slow"
+    # Worker behaviour; every value is explained in docs/background-tasks.md.
+    worker_max_jobs: int = Field(default=10, gt=0)
+    worker_job_timeout_s: float = Field(default=300.0, gt=0)
+    worker_keep_result_s: float = Field(default=3600.0, gt=0)
+    worker_poll_delay_s: float = Field(default=0.05, gt=0)
+    worker_max_tries: int = Field(default=3, gt=0)
+    worker_retry_delay_s: float = Field(default=1.0, ge=0)
+    worker_retry_max_delay_s: float = Field(default=300.0, ge=0)
+    worker_health_check_interval_s: float = Field(default=5.0, gt=0)
+    worker_job_completion_wait_s: float = Field(default=30.0, ge=0)
+    # Tasks the API accepts: the longest deferral and the largest request body.
+    task_max_defer_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    session_ttl_s: int = Field(default=86_400, gt=0)
 {%- else %}
 
     cache_max_entries: int = Field(default=10_000, gt=0)
 {%- endif %}
     cache_default_ttl_s: int = Field(default=300, gt=0)
+{%- if cookiecutter.cache_backend != "none" %}
+
+    @model_validator(mode="after")
+    def queue_db_differs_from_cache_db(self) -> Self:
+        if self.redis_queue_db == self.redis_cache_db:
+            raise ValueError(
+                f"REDIS_QUEUE_DB ({self.redis_queue_db}) must differ from the database of "
+                "REDIS_URL, so that flushing the cache never drops queued tasks"
+            )
+        return self
+
+    @property
+    def redis_cache_db(self) -> int:
+        """The database number in REDIS_URL's path (0 when it has none)."""
+        return int((self.redis_url.path or "/0").lstrip("/") or 0)
+
+    @property
+    def redis_queue_url(self) -> str:
+        """REDIS_URL with the queue's database in place of the cache's."""
+        return str(urlsplit(str(self.redis_url))._replace(path=f"/{self.redis_queue_db}").geturl())
+{%- endif %}
 
 
 @lru_cache

@@ -5,7 +5,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ..infrastructure.cache import Cache
-from ..services.health import Check
+{%- if cookiecutter.cache_backend != "none" %}
+from ..infrastructure.queue import TaskQueue
+{%- endif %}
+from ..services.health import Check, WorkerProbe
+{%- if cookiecutter.cache_backend != "none" %}
+from ..services.tasks import TaskService
+{%- endif %}
 from ..settings import Settings
 
 
@@ -19,11 +25,29 @@ def get_cache(request: Request) -> Cache:
     return cache
 
 
+{%- if cookiecutter.cache_backend != "none" %}
+
+
+def get_task_service(request: Request) -> TaskService:
+    queue: TaskQueue = request.app.state.task_queue
+    return TaskService(queue, get_app_settings(request))
+{%- endif %}
+
+
 def get_readiness_checks(request: Request) -> dict[str, Check]:
     checks: dict[str, Check] = request.app.state.readiness_checks
     return checks
 
 
+def get_worker_probes(request: Request) -> dict[str, WorkerProbe]:
+    probes: dict[str, WorkerProbe] = request.app.state.worker_probes
+    return probes
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 ReadinessChecksDep = Annotated[dict[str, Check], Depends(get_readiness_checks)]
+WorkerProbesDep = Annotated[dict[str, WorkerProbe], Depends(get_worker_probes)]
+{%- if cookiecutter.cache_backend != "none" %}
+TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
+{%- endif %}

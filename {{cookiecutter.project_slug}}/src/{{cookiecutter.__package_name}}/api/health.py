@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from ..services.health import check_readiness
-from .deps import ReadinessChecksDep
+from ..services.health import check_readiness, worker_heartbeats
+from .deps import ReadinessChecksDep, WorkerProbesDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 READY_TIMEOUT_S = 2.0
@@ -17,6 +17,7 @@ class Liveness(BaseModel):
 class ReadinessOut(BaseModel):
     status: str
     checks: dict[str, str]
+    workers: dict[str, str]
 
 
 @router.get("/live")
@@ -29,11 +30,15 @@ async def live() -> Liveness:
     "/ready",
     responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": ReadinessOut}},
 )
-async def ready(checks: ReadinessChecksDep, response: Response) -> ReadinessOut:
-    """Every dependency answers; 503 with the failing check otherwise."""
+async def ready(
+    checks: ReadinessChecksDep, workers: WorkerProbesDep, response: Response
+) -> ReadinessOut:
+    """Every dependency answers; 503 with the failing check otherwise. Worker heartbeats are
+    reported beside, without failing readiness."""
     readiness = await check_readiness(checks, timeout_s=READY_TIMEOUT_S)
     if not readiness.ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         response.headers["Retry-After"] = "5"
     outcome = "ok" if readiness.ready else "unavailable"
-    return ReadinessOut(status=outcome, checks=readiness.checks)
+    heartbeats = await worker_heartbeats(workers)
+    return ReadinessOut(status=outcome, checks=readiness.checks, workers=heartbeats)

@@ -2,7 +2,10 @@
 
 from fastapi import APIRouter
 
-from . import health
+from . import health{% if cookiecutter.cache_backend != "none" %}, tasks{% endif %}
 
 api_router = APIRouter()
 api_router.include_router(health.router)
+{%- if cookiecutter.cache_backend != "none" %}
+api_router.include_router(tasks.router)
+{%- endif %}

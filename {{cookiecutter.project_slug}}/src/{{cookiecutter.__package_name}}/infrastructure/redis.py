@@ -1,7 +1,9 @@
 """The one place that opens connections to {{ "FalkorDB" if cookiecutter.cache_backend == "falkordb" else "Redis" }}."""
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..settings import Settings
 
@@ -29,3 +31,11 @@ async def ping(redis: Redis) -> None:
 
 class RedisUnavailableError(Exception):
     """The server did not answer: down, unreachable, or refusing our credentials."""
+
+
+# What a call raises while the server is down or unreachable (the API answers 503).
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisUnavailableError,
+)

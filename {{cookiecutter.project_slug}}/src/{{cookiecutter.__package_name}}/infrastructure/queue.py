@@ -1,0 +1,281 @@
+"""The task layer's API: enqueue, look up, abort, report progress.
+
+With `tasks.py` (the worker), this is the only module that imports arq: the rest of the service
+uses `TaskQueue`, `TaskState` and `report_progress`, so arq could be replaced here alone.
+"""
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from arq.connections import ArqRedis, RedisSettings
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.jobs import SerializationError, deserialize_job, deserialize_result, serialize_result
+from redis.asyncio import ConnectionPool
+from redis.exceptions import WatchError
+
+from ..settings import Settings, get_settings
+
+TaskStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", "aborted"]
+FINISHED: frozenset[TaskStatus] = frozenset({"complete", "failed", "aborted"})
+PROGRESS_KEY_PREFIX = "task:progress:"
+EVENTS_CHANNEL_PREFIX = "task:events:"
+HEALTH_CHECK_SUFFIX = ":health-check"
+CLAIM_MS = 5_000
+
+
+class TaskError(Exception):
+    """A task's failure as stored with its result: the exception's type name and message."""
+
+
+def serialize(value: Any) -> bytes:
+    """JSON for job arguments and results: a poisoned Redis cannot make a worker run code."""
+    return json.dumps(value, default=_encode, separators=(",", ":")).encode()
+
+
+def deserialize(data: bytes) -> Any:
+    return json.loads(data, object_hook=_decode)
+
+
+def _encode(value: object) -> object:
+    if isinstance(value, BaseException):
+        return {"__error__": type(value).__name__, "message": str(value)}
+    raise TypeError(
+        f"{type(value).__name__} is not a JSON value: task arguments and results must be "
+        "dicts, lists, strings, numbers, booleans or None"
+    )
+
+
+def _decode(obj: dict[str, Any]) -> object:
+    if set(obj) == {"__error__", "message"}:
+        if obj["__error__"] == "CancelledError":
+            return asyncio.CancelledError(obj["message"])
+        name, message = obj["__error__"], obj["message"]
+        return TaskError(f"{name}: {message}" if message else name)
+    return obj
+
+
+def queue_redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings: the server of REDIS_URL, on the queue's own database."""
+    return replace(
+        RedisSettings.from_dsn(settings.redis_queue_url),
+        conn_timeout=max(1, round(settings.redis_connect_timeout_s)),
+        max_connections=settings.redis_max_connections,
+    )
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """What `GET /api/v1/tasks/{task_id}` reports."""
+
+    task_id: str
+    name: str
+    status: TaskStatus
+    progress: int | None
+    result: Any
+    error: str | None
+    tries: int
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TaskQueue:
+    """Enqueue and follow tasks on the queues of the settings, through one shared pool."""
+
+    def __init__(self, pool: ArqRedis, settings: Settings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.queues = (settings.task_queue, settings.slow_task_queue)
+
+    async def enqueue(self, name: str, /, *args: Any, **kwargs: Any) -> str | None:
+        """Enqueue `name(ctx, *args, **kwargs)`; arq's options pass through (`_job_id`,
+        `_defer_by`, `_defer_until`, `_queue_name`, `_expires`). Returns the task id, or None
+        when `_job_id` is taken: by a task still queued or running, or by a result still kept.
+        """
+        try:
+            job = await self.pool.enqueue_job(name, *args, **kwargs)
+        except SerializationError as exc:
+            raise TypeError(f"Cannot enqueue {name}: {exc.__cause__}") from exc
+        return None if job is None else job.job_id
+
+    async def state(self, task_id: str) -> TaskState | None:
+        """The task's status, progress, result and times; None for an unknown id."""
+        async with self.pool.pipeline(transaction=True) as pipe:
+            pipe.get(result_key_prefix + task_id)
+            pipe.exists(in_progress_key_prefix + task_id)
+            pipe.get(job_key_prefix + task_id)
+            pipe.get(retry_key_prefix + task_id)
+            pipe.get(PROGRESS_KEY_PREFIX + task_id)
+            for queue in self.queues:
+                pipe.zscore(queue, task_id)
+            result_raw, running, job_raw, tries_raw, progress_raw, *scores = await pipe.execute()
+        progress = deserialize(progress_raw)["progress"] if progress_raw else None
+        if result_raw:
+            result = deserialize_result(result_raw, deserializer=deserialize)
+            failure = None if result.success else result.result
+            status: TaskStatus = "complete"
+            if isinstance(failure, asyncio.CancelledError):
+                status = "aborted"
+            elif failure is not None:
+                status = "failed"
+            return TaskState(
+                task_id=task_id,
+                name=result.function,
+                status=status,
+                progress=progress,
+                result=result.result if result.success else None,
+                error=None if failure is None else str(failure) or status,
+                tries=result.job_try,
+                enqueued_at=result.enqueue_time,
+                started_at=result.start_time,
+                finished_at=result.finish_time,
+            )
+        if not job_raw:
+            return None
+        job = deserialize_job(job_raw, deserializer=deserialize)
+        score = next((score for score in scores if score is not None), None)
+        if running:
+            status = "in_progress"
+        elif score is not None and score > time.time() * 1000:
+            status = "deferred"
+        else:
+            status = "queued"
+        return TaskState(
+            task_id=task_id,
+            name=job.function,
+            status=status,
+            progress=progress,
+            result=None,
+            error=None,
+            tries=int(tries_raw or 0),
+            enqueued_at=job.enqueue_time,
+            started_at=None,
+            finished_at=None,
+        )
+
+    async def abort(self, task_id: str) -> Literal["aborted", "aborting"]:
+        """Stop a task that has not finished. A queued or deferred one is taken off its queue
+        and recorded as aborted at once; a running one is cancelled by its worker ("aborting")."""
+        in_progress_key = in_progress_key_prefix + task_id
+        async with self.pool.pipeline(transaction=True) as pipe:
+            await pipe.watch(in_progress_key)
+            job_raw = await pipe.get(job_key_prefix + task_id)
+            if job_raw and not await pipe.exists(in_progress_key):
+                # Claim the task the way a worker would (workers WATCH this key before they
+                # start a task), so that no worker starts it while it is taken off its queue.
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.psetex(in_progress_key, CLAIM_MS, b"aborted")
+                for queue in self.queues:
+                    pipe.zrem(queue, task_id)
+                try:
+                    _, *removed = await pipe.execute()
+                except WatchError:
+                    removed = []  # a worker started it just now: cancel it below
+                if any(removed):
+                    queue = self.queues[removed.index(1)]
+                    await self._record_aborted(task_id, job_raw, queue)
+                    return "aborted"
+        await self.pool.zadd(abort_jobs_ss, {task_id: int(time.time() * 1000)})
+        return "aborting"
+
+    async def worker_alive(self, queue: str) -> bool:
+        """True while a worker of `queue` has written its heartbeat recently."""
+        return bool(await self.pool.exists(queue + HEALTH_CHECK_SUFFIX))
+
+    async def close(self) -> None:
+        await self.pool.aclose(close_connection_pool=True)
+
+    async def _record_aborted(self, task_id: str, job_raw: bytes, queue: str) -> None:
+        job = deserialize_job(job_raw, deserializer=deserialize)
+        now_ms = int(time.time() * 1000)
+        result = serialize_result(
+            job.function,
+            job.args,
+            job.kwargs,
+            job.job_try or 0,
+            int(job.enqueue_time.timestamp() * 1000),
+            False,
+            asyncio.CancelledError("aborted before it started"),
+            now_ms,
+            now_ms,
+            f"{task_id}:{job.function}",
+            queue,
+            task_id,
+            serializer=serialize,
+        )
+        assert result is not None
+        keep_ms = int(self.settings.worker_keep_result_s * 1000)
+        async with self.pool.pipeline(transaction=True) as pipe:
+            pipe.psetex(result_key_prefix + task_id, keep_ms, result)
+            pipe.delete(job_key_prefix + task_id, retry_key_prefix + task_id)
+            await pipe.execute()
+
+
+def open_task_queue(settings: Settings) -> TaskQueue:
+    """A queue client on the queue database; it connects on first use, so a process starts
+    (and reports itself unready) while Redis is down."""
+    pool = ConnectionPool.from_url(
+        settings.redis_queue_url,
+        max_connections=settings.redis_max_connections,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        socket_timeout=settings.redis_socket_timeout_s,
+        health_check_interval=settings.redis_health_check_interval_s,
+    )
+    arq_pool = ArqRedis(
+        connection_pool=pool,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=settings.task_queue,
+    )
+    return TaskQueue(arq_pool, settings)
+
+
+async def report_progress(
+    ctx: dict[str, Any], percent: int, *, event: str = "progress", data: object = None
+) -> None:
+    """From inside a task: store its progress (0-100) where polling sees it, and publish it
+    to subscribers of the task's events."""
+    task_id: str = ctx["job_id"]
+    settings: Settings = ctx["settings"]
+    message = {
+        "task_id": task_id,
+        "status": "in_progress",
+        "progress": max(0, min(100, int(percent))),
+        "event": event,
+        "data": data,
+        "ts": time.time(),
+    }
+    payload = serialize(message)
+    ttl_s = int(settings.worker_job_timeout_s + settings.worker_keep_result_s)
+    redis: ArqRedis = ctx["redis"]
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(PROGRESS_KEY_PREFIX + task_id, payload, ex=ttl_s)
+        pipe.publish(EVENTS_CHANNEL_PREFIX + task_id, payload)
+        await pipe.execute()
+
+
+_process_queue: TaskQueue | None = None
+
+
+async def get_task_pool() -> TaskQueue:
+    """This process's queue client, opened from the settings on first use: for scripts and
+    shells. The API and the workers open their own at start-up and pass it along."""
+    global _process_queue  # one client per process, created lazily
+    if _process_queue is None:
+        _process_queue = open_task_queue(get_settings())
+    return _process_queue
+
+
+async def enqueue_task(name: str, /, *args: Any, **kwargs: Any) -> str | None:
+    """`await enqueue_task("example_task", message="hi")` from a script; see `TaskQueue.enqueue`."""
+    return await (await get_task_pool()).enqueue(name, *args, **kwargs)

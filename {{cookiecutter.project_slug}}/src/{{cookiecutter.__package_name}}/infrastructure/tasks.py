@@ -1,0 +1,149 @@
+"""The worker: `arq {{ cookiecutter.__package_name }}.infrastructure.tasks.WorkerSettings` (default queue and cron
+jobs) and `arq {{ cookiecutter.__package_name }}.infrastructure.tasks.SlowWorkerSettings` (the slow queue).
+
+Every arq option we rely on is set here explicitly, from the settings; docs/background-tasks.md
+explains each value. Tasks are plain `async def task(ctx, ...)` functions listed in
+`tasks/registry.py`; this module wraps them with retries and result checks.
+"""
+
+import functools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from arq import Retry
+from arq.cron import CronJob, cron
+from arq.typing import WorkerCoroutine
+from arq.worker import Function, func
+
+from ..settings import Settings, get_settings
+from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
+from .cache import Cache
+from .queue import TaskQueue, deserialize, queue_redis_settings, serialize
+from .redis import create_redis
+
+logger = logging.getLogger(__name__)
+TaskFunction = Callable[..., Awaitable[Any]]
+
+
+class NonRetryableError(Exception):
+    """Raise from a task to fail it at once: retrying cannot help (bad input, a broken file)."""
+
+
+def backoff_s(job_try: int, *, base_s: float, cap_s: float) -> float:
+    """Exponential backoff with jitter: between half and all of base * 2^(try-1), capped at
+    `cap_s`, so that tasks failing together do not all come back at the same instant."""
+    delay_s = min(cap_s, base_s * 2.0 ** (job_try - 1))
+    return delay_s / 2 + random.uniform(0, delay_s / 2)  # noqa: S311 - jitter, not a secret
+
+
+def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
+    """Turn an ordinary exception into a retry with backoff until `max_tries` is reached (arq
+    alone retries only on `Retry`), and refuse a result that is not JSON with a clear error."""
+
+    @functools.wraps(function)
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await function(ctx, *args, **kwargs)
+        except (Retry, NonRetryableError):
+            raise
+        except Exception as exc:
+            job_try: int = ctx["job_try"]
+            if job_try >= max_tries:
+                raise
+            settings: Settings = ctx["settings"]
+            delay_s = backoff_s(
+                job_try,
+                base_s=settings.worker_retry_delay_s,
+                cap_s=settings.worker_retry_max_delay_s,
+            )
+            logger.warning(
+                "%s try %d/%d failed (%r); retrying in %.2f s",
+                ctx["job_id"], job_try, max_tries, exc, delay_s,
+            )  # fmt: skip
+            raise Retry(defer=delay_s) from exc
+        try:
+            serialize(result)
+        except TypeError as exc:
+            raise NonRetryableError(f"{function.__name__} returned a bad result: {exc}") from exc
+        return result
+
+    return run
+
+
+def as_worker_function(spec: TaskSpec, settings: Settings) -> Function:
+    max_tries = spec.max_tries or settings.worker_max_tries
+    return func(
+        cast(WorkerCoroutine, with_retries(spec.function, max_tries=max_tries)),
+        name=spec.name,
+        timeout=spec.timeout_s,
+        max_tries=max_tries,
+    )
+
+
+def as_cron_job(spec: CronSpec) -> CronJob:
+    """`unique=True`: the job id is the name and the scheduled time, so when several workers
+    enqueue the same run, only the first enqueue counts and it runs once."""
+    return cron(
+        cast(WorkerCoroutine, spec.function),
+        name=spec.name,
+        hour=set(spec.hour) if spec.hour else None,
+        minute=set(spec.minute) if spec.minute else None,
+        weekday=set(spec.weekday) if spec.weekday else None,
+        unique=True,
+    )
+
+
+def on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def startup(ctx: dict[str, Any]) -> None:
+        """Create the clients every task shares, once per worker process, into `ctx`."""
+        ctx["settings"] = settings
+        ctx["cache_redis"] = create_redis(settings)
+        ctx["cache"] = Cache(
+            ctx["cache_redis"],
+            prefix=settings.cache_key_prefix,
+            default_ttl_s=settings.cache_default_ttl_s,
+        )
+        ctx["tasks"] = TaskQueue(ctx["redis"], settings)
+
+    return startup
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["cache_redis"].aclose()
+
+
+def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[str, Any]:
+    """The options of one arq worker. Values differing from arq's defaults are deliberate."""
+    return {
+        "functions": [as_worker_function(spec, settings) for spec in TASKS],
+        "cron_jobs": [as_cron_job(spec) for spec in CRONS] if with_cron else [],
+        "queue_name": queue,
+        "redis_settings": queue_redis_settings(settings),
+        "on_startup": on_startup(settings),
+        "on_shutdown": shutdown,
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+        # Tasks one worker runs at once; scale out with more workers for more.
+        "max_jobs": settings.worker_max_jobs,
+        # A task still running after this many seconds is cancelled (per task: TaskSpec).
+        "job_timeout": settings.worker_job_timeout_s,
+        # How long a result (and its task id) stays readable.
+        "keep_result": settings.worker_keep_result_s,
+        # Seconds between queue polls: arq's 0.5 s default delays every task ~250 ms.
+        "poll_delay": settings.worker_poll_delay_s,
+        # Tries per task, the first included (arq's default is 5).
+        "max_tries": settings.worker_max_tries,
+        # Heartbeat period: `arq --check` only sees a worker within it (arq's default: 1 h).
+        "health_check_interval": settings.worker_health_check_interval_s,
+        # DELETE /api/v1/tasks/{task_id} cancels running tasks.
+        "allow_abort_jobs": True,
+        # On SIGTERM, running tasks get this long to finish; no new ones start.
+        "job_completion_wait": round(settings.worker_job_completion_wait_s),
+    }
+
+
+_settings = get_settings()
+WorkerSettings = worker_settings(_settings, queue=_settings.task_queue, with_cron=True)
+SlowWorkerSettings = worker_settings(_settings, queue=_settings.slow_task_queue, with_cron=False)

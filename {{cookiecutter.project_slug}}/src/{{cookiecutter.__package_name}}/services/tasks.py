@@ -1,0 +1,99 @@
+"""Submitting, following and cancelling tasks on behalf of API clients."""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from ..infrastructure.queue import FINISHED, TaskQueue, TaskState
+from ..settings import Settings
+from ..tasks.registry import API_TASKS
+
+
+class UnknownTaskError(LookupError):
+    def __init__(self, name: str) -> None:
+        choices = ", ".join(sorted(API_TASKS)) or "none"
+        super().__init__(f"Unknown task {name!r}: the API accepts {choices}.")
+
+
+class InvalidTaskArgsError(ValueError):
+    def __init__(self, errors: list[ErrorDetails]) -> None:
+        super().__init__("The task's arguments are invalid.")
+        self.errors = errors
+
+
+class DeferTooLongError(ValueError):
+    def __init__(self, max_defer_s: float) -> None:
+        super().__init__(f"defer_by may be at most {max_defer_s:g} seconds.")
+
+
+class DuplicateTaskError(Exception):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"A task with id {task_id!r} already exists (queued, running, or finished with "
+            "its result still kept): choose another id, or read its status."
+        )
+
+
+class TaskNotFoundError(LookupError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"No task with id {task_id!r}.")
+
+
+class TaskFinishedError(Exception):
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(f"Task {task_id!r} has already finished ({status}).")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task_id: str
+    status: Literal["queued", "deferred"]
+
+
+class TaskService:
+    """The allow-list and its argument models stand between clients and the queue."""
+
+    def __init__(self, queue: TaskQueue, settings: Settings) -> None:
+        self._queue = queue
+        self._settings = settings
+
+    async def submit(
+        self, name: str, args: dict[str, Any], *, defer_by_s: float | None, task_id: str | None
+    ) -> Submitted:
+        spec = API_TASKS.get(name)
+        if spec is None or spec.args_model is None:
+            raise UnknownTaskError(name)
+        try:
+            arguments = spec.args_model.model_validate(args).model_dump(mode="json")
+        except ValidationError as exc:
+            raise InvalidTaskArgsError(
+                exc.errors(include_url=False, include_context=False, include_input=False)
+            ) from exc
+        if defer_by_s is not None and defer_by_s > self._settings.task_max_defer_s:
+            raise DeferTooLongError(self._settings.task_max_defer_s)
+        settings = self._settings
+        queue = settings.slow_task_queue if spec.queue == "slow" else settings.task_queue
+        options: dict[str, Any] = {"_queue_name": queue}
+        if task_id is not None:
+            options["_job_id"] = task_id
+        if defer_by_s:
+            options["_defer_by"] = defer_by_s
+        new_id = await self._queue.enqueue(name, **arguments, **options)
+        if new_id is None:
+            raise DuplicateTaskError(task_id or "")
+        return Submitted(task_id=new_id, status="deferred" if defer_by_s else "queued")
+
+    async def state(self, task_id: str) -> TaskState:
+        state = await self._queue.state(task_id)
+        if state is None:
+            raise TaskNotFoundError(task_id)
+        return state
+
+    async def cancel(self, task_id: str) -> str:
+        """Abort a task that has not finished; returns "aborted" or "aborting"."""
+        state = await self.state(task_id)
+        if state.status in FINISHED:
+            raise TaskFinishedError(task_id, state.status)
+        return await self._queue.abort(task_id)

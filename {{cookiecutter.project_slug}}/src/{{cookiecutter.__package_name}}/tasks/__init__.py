@@ -1,0 +1,1 @@
+"""Background tasks: plain `async def task(ctx, ...)` functions, listed in `registry.py`."""

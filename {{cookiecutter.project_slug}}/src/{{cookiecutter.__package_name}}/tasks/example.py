@@ -1,0 +1,28 @@
+"""The minimal example: a task that takes a few steps and reports its progress."""
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..infrastructure.queue import report_progress
+
+
+class ExampleTaskArgs(BaseModel):
+    """What `POST /api/v1/tasks` accepts as `args` for `example_task`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=1_000)
+    steps: int = Field(default=5, ge=1, le=100)
+    delay_s: float = Field(default=0.1, ge=0, le=10)
+
+
+async def example_task(
+    ctx: dict[str, Any], message: str, steps: int = 5, delay_s: float = 0.1
+) -> dict[str, Any]:
+    """Wait `delay_s` per step, reporting progress after each, then echo the message."""
+    for step in range(1, steps + 1):
+        await asyncio.sleep(delay_s)
+        await report_progress(ctx, step * 100 // steps, data={"step": step, "of": steps})
+    return {"message": message, "steps": steps, "task_id": ctx["job_id"]}

@@ -1,0 +1,63 @@
+"""Every task the workers run, and the smaller set the HTTP API may enqueue.
+
+To add a task: write `async def my_task(ctx, ...)` in this package, then add a `TaskSpec` to
+`TASKS`, with an `args_model` only if clients may enqueue it over HTTP.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from .example import ExampleTaskArgs, example_task
+from .maintenance import cleanup_expired_sessions, log_queue_depths, report_stale_tasks
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    function: Callable[..., Awaitable[Any]]
+    # The model of `args` in POST /api/v1/tasks; None keeps the task off the HTTP API.
+    args_model: type[BaseModel] | None = None
+    # "slow" sends it to the slow queue, served by its own workers.
+    queue: Literal["default", "slow"] = "default"
+    # Seconds before the task is cancelled; None uses WORKER_JOB_TIMEOUT_S.
+    timeout_s: float | None = None
+    # Tries, the first included; None uses WORKER_MAX_TRIES.
+    max_tries: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__
+
+
+TASKS: tuple[TaskSpec, ...] = (TaskSpec(example_task, args_model=ExampleTaskArgs, timeout_s=60),)
+API_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in TASKS if spec.args_model}
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    """When a housekeeping task runs: the hours, minutes and weekdays (0 = Monday) it fires at;
+    None means every one."""
+
+    function: Callable[..., Awaitable[Any]]
+    hour: frozenset[int] | None = None
+    minute: frozenset[int] | None = None
+    weekday: frozenset[int] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__
+
+
+# Each fires once per scheduled time however many workers run (see infrastructure/tasks.py).
+CRONS: tuple[CronSpec, ...] = (
+    CronSpec(cleanup_expired_sessions, hour=frozenset({3}), minute=frozenset({0})),
+    CronSpec(log_queue_depths, minute=frozenset({0, 30})),
+    CronSpec(
+        report_stale_tasks,
+        weekday=frozenset(range(5)),
+        hour=frozenset({9}),
+        minute=frozenset({0}),
+    ),
+)

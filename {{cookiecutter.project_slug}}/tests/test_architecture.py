@@ -1,0 +1,56 @@
+"""Import rules that keep the layers apart."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "{{ cookiecutter.__package_name }}"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names and package-relative paths a module imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+    return names
+
+
+def modules() -> dict[str, set[str]]:
+    return {
+        str(path.relative_to(PACKAGE)): imported_modules(path) for path in PACKAGE.rglob("*.py")
+    }
+{%- if cookiecutter.cache_backend != "none" %}
+
+
+def test_only_the_task_layer_imports_arq() -> None:
+    """It keeps arq behind infrastructure/queue.py and infrastructure/tasks.py."""
+    importers = {
+        module
+        for module, names in modules().items()
+        if any(name == "arq" or name.startswith("arq.") for name in names)
+    }
+    assert importers == {"infrastructure/queue.py", "infrastructure/tasks.py"}
+
+
+def test_tasks_never_import_the_http_layer() -> None:
+    """It keeps tasks free of FastAPI and of the api package."""
+    for module, names in modules().items():
+        if module.startswith("tasks/"):
+            assert not any(name.startswith(("fastapi", "starlette", "..api")) for name in names)
+{%- else %}
+
+
+def test_no_redis_and_no_task_queue() -> None:
+    """It has no Redis client and no task queue anywhere when background tasks are off."""
+    for names in modules().values():
+        assert not any(name.split(".")[0] in {"redis", "arq"} for name in names)
+{%- endif %}
+
+
+def test_services_and_infrastructure_never_import_the_http_layer() -> None:
+    """It lets imports flow one way: api -> services -> infrastructure."""
+    for module, names in modules().items():
+        if module.startswith(("services/", "infrastructure/")):
+            assert not any(name.startswith(("fastapi", "..api")) for name in names), module

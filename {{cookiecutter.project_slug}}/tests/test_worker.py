@@ -1,0 +1,259 @@
+"""Real arq workers, in-process, against a real Redis: results, progress, retries, timeouts,
+de-duplication, abort, and the JSON serializer."""
+
+import asyncio
+import itertools
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from arq.worker import Worker
+
+from {{ cookiecutter.__package_name }}.infrastructure import queue as queue_module
+from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, enqueue_task, get_task_pool
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
+    NonRetryableError,
+    as_worker_function,
+    backoff_s,
+)
+from {{ cookiecutter.__package_name }}.settings import Settings, get_settings
+from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
+
+calls: list[float] = []
+
+
+async def flaky(ctx: dict[str, Any], fail_times: int) -> str:
+    calls.append(time.monotonic())
+    if ctx["job_try"] <= fail_times:
+        raise ConnectionError(f"upstream down (try {ctx['job_try']})")
+    return f"ok after {ctx['job_try']} tries"
+
+
+async def refuses(ctx: dict[str, Any]) -> None:
+    raise NonRetryableError("the input can never work")
+
+
+async def returns_a_set(ctx: dict[str, Any]) -> object:
+    return {1, 2, 3}
+
+
+async def sleeps(ctx: dict[str, Any], seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "woke up"
+
+
+def functions(settings: Settings, *specs: TaskSpec) -> dict[str, Any]:
+    return {"functions": [as_worker_function(spec, settings) for spec in specs]}
+
+
+@pytest.fixture(autouse=True)
+def forget_calls() -> None:
+    calls.clear()
+
+
+async def test_example_task_runs_to_completion_with_progress(
+    client: httpx.AsyncClient, make_worker: Callable[..., Worker]
+) -> None:
+    """It runs a task submitted over HTTP and reports its result, progress, tries and times."""
+    args = {"message": "hello", "steps": 4, "delay_s": 0.01}
+    submitted = await client.post("/api/v1/tasks", json={"name": "example_task", "args": args})
+    await make_worker().main()
+    state = (await client.get(submitted.headers["Location"])).json()
+    assert state["status"] == "complete"
+    task_id = submitted.json()["task_id"]
+    assert state["result"] == {"message": "hello", "steps": 4, "task_id": task_id}
+    assert (state["progress"], state["tries"], state["error"]) == (100, 1, None)
+    assert state["enqueued_at"] <= state["started_at"] <= state["finished_at"]
+
+
+async def test_ordinary_exceptions_are_retried_with_backoff(
+    task_queue: TaskQueue, settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    """It retries a failing task with growing delays and succeeds on the third try."""
+    task_id = await task_queue.enqueue("flaky", fail_times=2)
+    assert task_id
+    await make_worker(**functions(settings, TaskSpec(flaky))).main()
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.status, state.result, state.tries) == ("complete", "ok after 3 tries", 3)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
+    base = settings.worker_retry_delay_s
+    assert gaps[0] >= base / 2
+    assert gaps[1] >= base  # the second wait is at least half of twice the base
+
+
+async def test_a_task_that_keeps_failing_fails_after_max_tries(
+    task_queue: TaskQueue, settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    """It gives up after WORKER_MAX_TRIES and keeps the last error."""
+    task_id = await task_queue.enqueue("flaky", fail_times=99)
+    assert task_id
+    await make_worker(**functions(settings, TaskSpec(flaky))).main()
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert state.status == "failed"
+    assert state.tries == settings.worker_max_tries == len(calls)
+    assert state.error == f"ConnectionError: upstream down (try {settings.worker_max_tries})"
+
+
+async def test_non_retryable_errors_fail_at_once(
+    task_queue: TaskQueue, settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    """It does not retry a task that raised NonRetryableError."""
+    task_id = await task_queue.enqueue("refuses")
+    assert task_id
+    await make_worker(**functions(settings, TaskSpec(refuses))).main()
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.status, state.tries) == ("failed", 1)
+    assert state.error == "NonRetryableError: the input can never work"
+
+
+async def test_a_result_that_is_not_json_fails_clearly(
+    task_queue: TaskQueue, settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    """It fails a task whose result is not JSON, saying so, without retrying."""
+    task_id = await task_queue.enqueue("returns_a_set")
+    assert task_id
+    await make_worker(**functions(settings, TaskSpec(returns_a_set))).main()
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.status, state.tries) == ("failed", 1)
+    assert state.error is not None
+    assert "returns_a_set returned a bad result: set is not a JSON value" in state.error
+
+
+async def test_arguments_that_are_not_json_are_refused(task_queue: TaskQueue) -> None:
+    """It refuses to enqueue arguments the JSON serializer cannot carry, naming the type."""
+    with pytest.raises(TypeError, match="bytes is not a JSON value"):
+        await task_queue.enqueue("example_task", message=b"raw bytes")
+    assert int(await task_queue.pool.zcard(task_queue.settings.task_queue)) == 0
+
+
+async def test_a_task_over_its_timeout_fails(
+    task_queue: TaskQueue, settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    """It cancels a task that outlives its own timeout and records the failure."""
+    task_id = await task_queue.enqueue("sleeps", seconds=5)
+    assert task_id
+    spec = TaskSpec(sleeps, timeout_s=0.2, max_tries=1)
+    await make_worker(**functions(settings, spec)).main()
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert state.status == "failed"
+    assert state.error is not None
+    assert "TimeoutError" in state.error
+
+
+async def test_task_id_deduplicates_until_the_result_expires(task_queue: TaskQueue) -> None:
+    """It enqueues a given `_job_id` once; the second enqueue returns None."""
+    assert await task_queue.enqueue("example_task", message="a", _job_id="report-7") == "report-7"
+    assert await task_queue.enqueue("example_task", message="b", _job_id="report-7") is None
+
+
+async def test_deferred_task_waits_for_its_time(
+    task_queue: TaskQueue, make_worker: Callable[..., Worker]
+) -> None:
+    """It starts a deferred task no earlier than asked."""
+    task_id = await task_queue.enqueue(
+        "example_task", message="x", steps=1, delay_s=0, _defer_by=0.5
+    )
+    assert task_id
+    await make_worker().main()
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert state.status == "complete"
+    assert state.started_at is not None
+    assert state.enqueued_at is not None
+    assert (state.started_at - state.enqueued_at).total_seconds() >= 0.5
+
+
+async def test_aborting_a_running_task_cancels_it(
+    client: httpx.AsyncClient, task_queue: TaskQueue, make_worker: Callable[..., Worker]
+) -> None:
+    """It cancels a task in progress: DELETE answers "aborting", the status becomes aborted."""
+    args = {"message": "long", "steps": 100, "delay_s": 0.05}
+    submitted = await client.post("/api/v1/tasks", json={"name": "example_task", "args": args})
+    url = submitted.headers["Location"]
+    worker = make_worker(burst=False)
+    running = asyncio.create_task(worker.main())
+    try:
+        for _ in range(200):
+            if (await client.get(url)).json()["status"] == "in_progress":
+                break
+            await asyncio.sleep(0.02)
+        cancelled = await client.delete(url)
+        assert cancelled.json()["status"] == "aborting"
+        for _ in range(200):
+            state = (await client.get(url)).json()
+            if state["status"] == "aborted":
+                break
+            await asyncio.sleep(0.02)
+        assert state["status"] == "aborted"
+        assert state["result"] is None
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_cancelled_queued_task_never_runs(
+    client: httpx.AsyncClient, make_worker: Callable[..., Worker]
+) -> None:
+    """It records a task cancelled while queued as aborted, and no worker runs it later."""
+    body = {"name": "example_task", "args": {"message": "never", "steps": 1, "delay_s": 0}}
+    submitted = await client.post("/api/v1/tasks", json=body)
+    await client.delete(submitted.headers["Location"])
+    await make_worker().main()
+    state = (await client.get(submitted.headers["Location"])).json()
+    assert (state["status"], state["progress"], state["result"]) == ("aborted", None, None)
+
+
+class Planted:
+    """Pickled, it would create a file when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+async def test_a_pickled_payload_planted_in_redis_is_never_executed(
+    task_queue: TaskQueue, make_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    """It refuses a job whose payload is pickle: the JSON deserializer cannot run code."""
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"t": 1, "f": "example_task", "a": [Planted(marker)], "k": {}, "et": 1})
+    await task_queue.pool.set("arq:job:planted", payload)
+    await task_queue.pool.zadd(task_queue.settings.task_queue, {"planted": 1})
+    await make_worker().main()
+    assert not marker.exists()
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    """It doubles the delay bound with each try, jittered within its upper half, up to the cap."""
+    for job_try, bound in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 30.0)]:
+        delays = [backoff_s(job_try, base_s=1.0, cap_s=30.0) for _ in range(50)]
+        assert all(bound / 2 <= delay <= bound for delay in delays)
+
+
+async def test_enqueue_task_helper_uses_the_process_settings(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, task_queue: TaskQueue
+) -> None:
+    """It enqueues through the process-wide client built from the environment's settings."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    try:
+        task_id = await enqueue_task("example_task", message="from a script")
+        assert task_id
+        state = await task_queue.state(task_id)
+        assert state is not None
+        assert state.status == "queued"
+        await (await get_task_pool()).close()
+    finally:
+        monkeypatch.setattr(queue_module, "_process_queue", None)
+        get_settings.cache_clear()

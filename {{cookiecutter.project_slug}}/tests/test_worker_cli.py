@@ -1,0 +1,109 @@
+"""The worker as users run it: `arq <package>.infrastructure.tasks.WorkerSettings` in its own
+process, and `arq --check` telling whether a worker is alive."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
+
+SETTINGS = "{{ cookiecutter.__package_name }}.infrastructure.tasks."
+ARQ = str(Path(sys.executable).with_name("arq"))
+DEADLINE_S = 15.0
+StartWorker = Callable[[str], subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def arq_env(redis_url: str) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": redis_url, "WORKER_POLL_DELAY_S": "0.01"}
+
+
+@pytest.fixture
+def start_worker(arq_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorker]:
+    """Start `arq <settings>` processes; each is killed after the test."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(settings_name: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{settings_name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [ARQ, SETTINGS + settings_name], env=arq_env, cwd=tmp_path, stdout=log, stderr=log
+            )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+async def worker_check(arq_env: dict[str, str], settings_name: str) -> int:
+    """`arq --check`: 0 while a worker of these settings sends heartbeats."""
+    process = await asyncio.create_subprocess_exec(
+        ARQ, "--check", SETTINGS + settings_name, env=arq_env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    return await process.wait()
+
+
+async def eventually(
+    probe: Callable[[], Any], wanted: object, timeout_s: float = DEADLINE_S
+) -> float:
+    """Await `probe()` until it returns `wanted`; return the seconds it took."""
+    start = time.monotonic()
+    while (value := await probe()) != wanted:
+        assert time.monotonic() - start < timeout_s, f"still {value!r} after {timeout_s} s"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+async def test_cli_worker_runs_tasks_and_its_health_check_follows_it(
+    client: httpx.AsyncClient, start_worker: StartWorker, arq_env: dict[str, str]
+) -> None:
+    """It runs a task submitted over HTTP; `arq --check` passes while the worker lives and
+    fails within the heartbeat window once it is killed."""
+    assert await worker_check(arq_env, "WorkerSettings") != 0
+    worker = start_worker("WorkerSettings")
+    body = {"name": "example_task", "args": {"message": "via cli", "steps": 2, "delay_s": 0.01}}
+    url = (await client.post("/api/v1/tasks", json=body)).headers["Location"]
+
+    async def status() -> str:
+        return str((await client.get(url)).json()["status"])
+
+    await eventually(status, "complete")
+    await eventually(lambda: worker_check(arq_env, "WorkerSettings"), 0)
+    ready = (await client.get("/health/ready")).json()
+    assert "alive" in ready["workers"].values()
+    worker.kill()
+    worker.wait()
+    await eventually(lambda: worker_check(arq_env, "WorkerSettings"), 1)
+
+
+async def test_slow_queue_has_its_own_worker(
+    task_queue: TaskQueue, start_worker: StartWorker, arq_env: dict[str, str]
+) -> None:
+    """It serves the slow queue with SlowWorkerSettings, which the default worker leaves alone."""
+    start_worker("WorkerSettings")
+    slow_queue = task_queue.settings.slow_task_queue
+    task_id = await task_queue.enqueue(
+        "example_task", message="slow", steps=1, delay_s=0, _queue_name=slow_queue
+    )
+    assert task_id
+
+    async def status() -> str:
+        state = await task_queue.state(task_id)
+        return state.status if state else "missing"
+
+    await eventually(lambda: worker_check(arq_env, "WorkerSettings"), 0)
+    await asyncio.sleep(0.5)
+    assert await status() == "queued"
+    start_worker("SlowWorkerSettings")
+    await eventually(status, "complete")
