@@ -6,6 +6,7 @@
 
 {%- if cookiecutter.cache_backend != "none" %}
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -75,6 +76,9 @@ async def make_worker(settings: Settings) -> AsyncIterator[Callable[..., Worker]
 
     yield make
     for worker in workers:
+        # Let tasks in flight end first: arq's close() cancels them, and a cancelled task makes
+        # it stop before closing its connections.
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
         await worker.close()
 
 

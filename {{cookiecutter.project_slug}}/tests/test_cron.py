@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from arq.worker import Worker
@@ -40,7 +41,9 @@ def test_the_schedule() -> None:
     assert worker_settings(settings, queue="q", with_cron=False)["cron_jobs"] == []
 
 
-async def test_each_run_fires_once_with_three_workers(settings: Settings, redis: Redis) -> None:
+async def test_each_run_fires_once_with_three_workers(
+    settings: Settings, redis: Redis, make_worker: Callable[..., Worker]
+) -> None:
     """It runs every scheduled instant exactly once, though three workers all schedule it."""
     runs: Counter[str] = Counter()
 
@@ -53,17 +56,12 @@ async def test_each_run_fires_once_with_three_workers(settings: Settings, redis:
         for job in options["cron_jobs"]
         if job.name == "log_queue_depths"
     ]
-    workers = [
-        Worker(**{**options, "cron_jobs": every_second, "handle_signals": False})
-        for _ in range(WORKERS)
-    ]
+    workers = [make_worker(cron_jobs=every_second, burst=False) for _ in range(WORKERS)]
     running = [asyncio.create_task(worker.main()) for worker in workers]
     await asyncio.sleep(RUN_FOR_S)
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)
-    for worker in workers:
-        await worker.close()
     assert len(runs) >= 2, runs
     assert set(runs.values()) == {1}, runs
 

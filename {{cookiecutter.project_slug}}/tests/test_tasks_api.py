@@ -19,9 +19,10 @@ async def queued_count(queue: TaskQueue) -> int:
 
 
 async def test_submit_answers_202_with_where_to_follow(
-    client: httpx.AsyncClient, task_queue: TaskQueue
+    client: httpx.AsyncClient, task_queue: TaskQueue, redis: Redis
 ) -> None:
-    """It queues the task and answers 202 with its id, status and a Location to poll."""
+    """It queues the task, in the queue's database, and answers 202 with its id, status and a
+    Location to poll."""
     response = await client.post(TASKS, json={"name": "example_task", "args": {"message": "hi"}})
     assert response.status_code == 202
     body = response.json()
@@ -34,6 +35,7 @@ async def test_submit_answers_202_with_where_to_follow(
     assert [state[key] for key in ("progress", "result", "error", "tries")] == [None, None, None, 0]
     assert state["enqueued_at"] is not None
     assert await queued_count(task_queue) == 1
+    assert await redis.keys("*") == []  # the cache's database holds none of it
 
 
 async def test_deferred_task_reports_deferred(client: httpx.AsyncClient) -> None:

@@ -17,7 +17,7 @@ from .api.router import api_router
 from .infrastructure.cache import Cache
 {%- if cookiecutter.cache_backend != "none" %}
 from .infrastructure.queue import open_task_queue
-from .infrastructure.redis import create_redis, ping
+from .infrastructure.redis import close_redis, create_redis, ping
 {%- endif %}
 from .settings import Settings, get_settings
 
@@ -41,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await task_queue.close()
-        await redis.aclose()
+        await close_redis(redis)
 {%- else %}
     app.state.cache = Cache(
         default_ttl_s=settings.cache_default_ttl_s, max_entries=settings.cache_max_entries

@@ -1,13 +1,13 @@
 """The service's configuration: one class, read from the environment and a `.env` file."""
 
 from functools import lru_cache
-from typing import Literal{% if cookiecutter.cache_backend != "none" %}, Self{% endif %}
+from typing import {% if cookiecutter.cache_backend != "none" %}Annotated, {% endif %}Literal{% if cookiecutter.cache_backend != "none" %}, Self{% endif %}
 {%- if cookiecutter.cache_backend != "none" %}
 from urllib.parse import urlsplit
 {%- endif %}
 
-from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn, model_validator{% endif %}
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn, field_validator, model_validator{% endif %}
+from pydantic_settings import BaseSettings, {% if cookiecutter.cache_backend != "none" %}NoDecode, {% endif %}SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: float = Field(default=2.0, gt=0)
     redis_socket_timeout_s: float = Field(default=5.0, gt=0)
     redis_health_check_interval_s: int = Field(default=30, ge=0)
+    # Redis Sentinel, for high availability: "host:port" of each sentinel, comma-separated.
+    # When set, the master named REDIS_SENTINEL_MASTER is used, and REDIS_URL gives only the
+    # credentials, the cache's database and TLS (rediss://); its host is not used.
+    redis_sentinels: Annotated[list[str], NoDecode] = []
+    redis_sentinel_master: str = "mymaster"
 
     cache_key_prefix: str = "{{ cookiecutter.project_slug }}:cache:"
 
@@ -57,6 +62,23 @@ class Settings(BaseSettings):
 {%- endif %}
     cache_default_ttl_s: int = Field(default=300, gt=0)
 {%- if cookiecutter.cache_backend != "none" %}
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for item in value:
+                host, _, port = str(item).rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    @property
+    def redis_sentinel_hosts(self) -> list[tuple[str, int]]:
+        pairs = (entry.rpartition(":") for entry in self.redis_sentinels)
+        return [(host, int(port)) for host, _, port in pairs]
 
     @model_validator(mode="after")
     def queue_db_differs_from_cache_db(self) -> Self:

@@ -28,9 +28,13 @@ def get_cache(request: Request) -> Cache:
 {%- if cookiecutter.cache_backend != "none" %}
 
 
-def get_task_service(request: Request) -> TaskService:
+def get_task_queue(request: Request) -> TaskQueue:
     queue: TaskQueue = request.app.state.task_queue
-    return TaskService(queue, get_app_settings(request))
+    return queue
+
+
+def get_task_service(request: Request) -> TaskService:
+    return TaskService(get_task_queue(request), get_app_settings(request))
 {%- endif %}
 
 
@@ -49,5 +53,6 @@ CacheDep = Annotated[Cache, Depends(get_cache)]
 ReadinessChecksDep = Annotated[dict[str, Check], Depends(get_readiness_checks)]
 WorkerProbesDep = Annotated[dict[str, WorkerProbe], Depends(get_worker_probes)]
 {%- if cookiecutter.cache_backend != "none" %}
+TaskQueueDep = Annotated[TaskQueue, Depends(get_task_queue)]
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
 {%- endif %}

@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from . import health{% if cookiecutter.cache_backend != "none" %}, tasks{% endif %}
+from . import health{% if cookiecutter.cache_backend != "none" %}, metrics, tasks{% endif %}
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 {%- if cookiecutter.cache_backend != "none" %}
 api_router.include_router(tasks.router)
+api_router.include_router(metrics.router)
 {%- endif %}

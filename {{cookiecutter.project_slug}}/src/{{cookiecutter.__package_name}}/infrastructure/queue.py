@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import (
@@ -20,10 +20,10 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.jobs import SerializationError, deserialize_job, deserialize_result, serialize_result
-from redis.asyncio import ConnectionPool
 from redis.exceptions import WatchError
 
 from ..settings import Settings, get_settings
+from .redis import close_redis, create_redis
 
 TaskStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", "aborted"]
 FINISHED: frozenset[TaskStatus] = frozenset({"complete", "failed", "aborted"})
@@ -31,6 +31,9 @@ PROGRESS_KEY_PREFIX = "task:progress:"
 EVENTS_CHANNEL_PREFIX = "task:events:"
 HEALTH_CHECK_SUFFIX = ":health-check"
 CLAIM_MS = 5_000
+OUTCOMES_KEY = "task:metrics:outcomes"
+DURATIONS_KEY = "task:metrics:durations"
+DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"))
 
 
 class TaskError(Exception):
@@ -65,11 +68,20 @@ def _decode(obj: dict[str, Any]) -> object:
 
 
 def queue_redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings: the server of REDIS_URL, on the queue's own database."""
-    return replace(
+    """arq's connection settings: the server of REDIS_URL (or the sentinels' master), on the
+    queue's own database."""
+    redis_settings = replace(
         RedisSettings.from_dsn(settings.redis_queue_url),
         conn_timeout=max(1, round(settings.redis_connect_timeout_s)),
         max_connections=settings.redis_max_connections,
+    )
+    if not settings.redis_sentinels:
+        return redis_settings
+    return replace(
+        redis_settings,
+        host=settings.redis_sentinel_hosts,
+        sentinel=True,
+        sentinel_master=settings.redis_sentinel_master,
     )
 
 
@@ -87,6 +99,23 @@ class TaskState:
     enqueued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Histogram:
+    buckets: dict[float, int]
+    sum_s: float
+    count: int
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """Counts kept in Redis, so that every API process reports the same numbers."""
+
+    depths: dict[str, int]
+    in_progress: int
+    outcomes: dict[tuple[str, str], int]
+    durations: dict[str, Histogram]
 
 
 class TaskQueue:
@@ -188,12 +217,34 @@ class TaskQueue:
         await self.pool.zadd(abort_jobs_ss, {task_id: int(time.time() * 1000)})
         return "aborting"
 
+    async def metrics(self) -> TaskMetrics:
+        """Queue depths, tasks running, and what the workers recorded of each try."""
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                pipe.zcard(queue)
+            pipe.hgetall(OUTCOMES_KEY)
+            pipe.hgetall(DURATIONS_KEY)
+            *depths, outcomes_raw, durations_raw = await pipe.execute()
+        in_progress = 0
+        async for _ in self.pool.scan_iter(match=in_progress_key_prefix + "*", count=1_000):
+            in_progress += 1
+        outcomes: dict[tuple[str, str], int] = {}
+        for field, count in outcomes_raw.items():
+            task, outcome = field.decode().split("|")
+            outcomes[task, outcome] = int(count)
+        return TaskMetrics(
+            depths=dict(zip(self.queues, map(int, depths), strict=True)),
+            in_progress=in_progress,
+            outcomes=outcomes,
+            durations=_histograms(durations_raw),
+        )
+
     async def worker_alive(self, queue: str) -> bool:
         """True while a worker of `queue` has written its heartbeat recently."""
         return bool(await self.pool.exists(queue + HEALTH_CHECK_SUFFIX))
 
     async def close(self) -> None:
-        await self.pool.aclose(close_connection_pool=True)
+        await close_redis(self.pool)
 
     async def _record_aborted(self, task_id: str, job_raw: bytes, queue: str) -> None:
         job = deserialize_job(job_raw, deserializer=deserialize)
@@ -221,23 +272,47 @@ class TaskQueue:
             await pipe.execute()
 
 
+def _histograms(raw: dict[bytes, bytes]) -> dict[str, Histogram]:
+    fields: dict[str, dict[str, str]] = {}
+    for field, value in raw.items():
+        task, name = field.decode().split("|", 1)
+        fields.setdefault(task, {})[name] = value.decode()
+    return {
+        task: Histogram(
+            buckets={
+                float(name.removeprefix("le:")): int(value)
+                for name, value in values.items()
+                if name.startswith("le:")
+            },
+            sum_s=float(values.get("sum", 0)),
+            count=int(values.get("count", 0)),
+        )
+        for task, values in fields.items()
+    }
+
+
+async def record_try(redis: ArqRedis, task: str, outcome: str, duration_s: float) -> None:
+    """Count one try of `task` by outcome, and its duration, for `GET /metrics`."""
+    bucket_s = next(bound for bound in DURATION_BUCKETS_S if duration_s <= bound)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hincrby(OUTCOMES_KEY, f"{task}|{outcome}", 1)
+        pipe.hincrby(DURATIONS_KEY, f"{task}|le:{bucket_s!r}", 1)
+        pipe.hincrbyfloat(DURATIONS_KEY, f"{task}|sum", duration_s)
+        pipe.hincrby(DURATIONS_KEY, f"{task}|count", 1)
+        await pipe.execute()
+
+
 def open_task_queue(settings: Settings) -> TaskQueue:
     """A queue client on the queue database; it connects on first use, so a process starts
     (and reports itself unready) while Redis is down."""
-    pool = ConnectionPool.from_url(
-        settings.redis_queue_url,
-        max_connections=settings.redis_max_connections,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        socket_timeout=settings.redis_socket_timeout_s,
-        health_check_interval=settings.redis_health_check_interval_s,
+    pool = cast(
+        ArqRedis,
+        create_redis(settings, queue=True, decode_responses=False, redis_class=ArqRedis),
     )
-    arq_pool = ArqRedis(
-        connection_pool=pool,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        default_queue_name=settings.task_queue,
-    )
-    return TaskQueue(arq_pool, settings)
+    pool.job_serializer = serialize
+    pool.job_deserializer = deserialize
+    pool.default_queue_name = settings.task_queue
+    return TaskQueue(pool, settings)
 
 
 async def report_progress(

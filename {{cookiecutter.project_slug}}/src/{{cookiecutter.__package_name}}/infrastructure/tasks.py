@@ -6,9 +6,11 @@ explains each value. Tasks are plain `async def task(ctx, ...)` functions listed
 `tasks/registry.py`; this module wraps them with retries and result checks.
 """
 
+import asyncio
 import functools
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -20,8 +22,8 @@ from arq.worker import Function, func
 from ..settings import Settings, get_settings
 from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
 from .cache import Cache
-from .queue import TaskQueue, deserialize, queue_redis_settings, serialize
-from .redis import create_redis
+from .queue import TaskQueue, deserialize, queue_redis_settings, record_try, serialize
+from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
 
 logger = logging.getLogger(__name__)
 TaskFunction = Callable[..., Awaitable[Any]]
@@ -44,9 +46,21 @@ def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
 
     @functools.wraps(function)
     async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        outcome = "failed"
         try:
             result = await function(ctx, *args, **kwargs)
-        except (Retry, NonRetryableError):
+            try:
+                serialize(result)
+            except TypeError as exc:
+                message = f"{function.__name__} returned a bad result: {exc}"
+                raise NonRetryableError(message) from exc
+            outcome = "complete"
+            return result
+        except Retry:
+            outcome = "retried"
+            raise
+        except NonRetryableError:
             raise
         except Exception as exc:
             job_try: int = ctx["job_try"]
@@ -62,14 +76,23 @@ def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
                 "%s try %d/%d failed (%r); retrying in %.2f s",
                 ctx["job_id"], job_try, max_tries, exc, delay_s,
             )  # fmt: skip
+            outcome = "retried"
             raise Retry(defer=delay_s) from exc
-        try:
-            serialize(result)
-        except TypeError as exc:
-            raise NonRetryableError(f"{function.__name__} returned a bad result: {exc}") from exc
-        return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            await count_try(ctx, function.__name__, outcome, time.monotonic() - started)
 
     return run
+
+
+async def count_try(ctx: dict[str, Any], task: str, outcome: str, duration_s: float) -> None:
+    """Record the try for /metrics; a metrics failure never changes the task's outcome."""
+    try:
+        await record_try(ctx["redis"], task, outcome, duration_s)
+    except UNAVAILABLE_ERRORS:
+        logger.warning("could not record the metrics of %s", ctx["job_id"])
 
 
 def as_worker_function(spec: TaskSpec, settings: Settings) -> Function:
@@ -111,7 +134,8 @@ def on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    await ctx["cache_redis"].aclose()
+    await close_redis(ctx["cache_redis"])
+    await close_sentinels(ctx["redis"])  # arq closes its pool, not the sentinel clients behind it
 
 
 def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[str, Any]:

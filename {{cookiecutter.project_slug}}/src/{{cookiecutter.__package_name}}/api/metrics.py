@@ -1,0 +1,16 @@
+"""Prometheus metrics of the task layer."""
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from ..services.metrics import render
+from .deps import TaskQueueDep
+
+router = APIRouter(tags=["monitoring"])
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(queue: TaskQueueDep) -> PlainTextResponse:
+    """Queue depth per queue, tasks in progress, tries by outcome, try durations."""
+    return PlainTextResponse(render(await queue.metrics()), media_type=CONTENT_TYPE)

@@ -1,0 +1,64 @@
+"""GET /metrics: Prometheus text that a Prometheus parser reads, with the numbers workers wrote."""
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from arq.worker import Worker
+from prometheus_client.parser import text_string_to_metric_families
+
+from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
+from {{ cookiecutter.__package_name }}.settings import Settings
+from {{ cookiecutter.__package_name }}.tasks.registry import TASKS, TaskSpec
+
+
+async def breaks(ctx: dict[str, Any]) -> None:
+    raise RuntimeError("always")
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_report_depths_outcomes_and_durations(
+    client: httpx.AsyncClient,
+    task_queue: TaskQueue,
+    settings: Settings,
+    make_worker: Callable[..., Worker],
+) -> None:
+    """It counts waiting tasks per queue, and each try by task and outcome with its duration."""
+    await task_queue.enqueue("example_task", message="a", steps=1, delay_s=0)
+    await task_queue.enqueue("example_task", message="b", steps=1, delay_s=0)
+    await task_queue.enqueue("breaks")
+    before = samples((await client.get("/metrics")).text)
+    assert before[("tasks_queue_depth", (("queue", settings.task_queue),))] == 3
+    assert before[("tasks_queue_depth", (("queue", settings.slow_task_queue),))] == 0
+    assert before[("tasks_in_progress", ())] == 0
+
+    functions = [as_worker_function(spec, settings) for spec in (*TASKS, TaskSpec(breaks))]
+    await make_worker(functions=functions).main()
+    response = await client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    after = samples(response.text)
+    tries = settings.worker_max_tries
+    assert after[("tasks_queue_depth", (("queue", settings.task_queue),))] == 0
+    assert after[("tasks_total", (("outcome", "complete"), ("task", "example_task")))] == 2
+    assert after[("tasks_total", (("outcome", "retried"), ("task", "breaks")))] == tries - 1
+    assert after[("tasks_total", (("outcome", "failed"), ("task", "breaks")))] == 1
+    assert after[("tasks_duration_seconds_count", (("task", "example_task"),))] == 2
+    assert after[("tasks_duration_seconds_bucket", (("le", "+Inf"), ("task", "breaks")))] == tries
+    cumulative = [
+        value
+        for _, value in sorted(
+            (float(dict(labels)["le"]), value)
+            for (name, labels), value in after.items()
+            if name == "tasks_duration_seconds_bucket" and ("task", "example_task") in labels
+        )
+    ]
+    assert cumulative == sorted(cumulative)
+    assert cumulative[-1] == 2
