@@ -49,6 +49,7 @@ COMMON = {
     "tests/test_docs.py",
     "tests/test_health.py",
     "tests/test_settings.py",
+    "tests/support.py",
 }
 BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
     (

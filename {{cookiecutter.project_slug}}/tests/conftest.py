@@ -23,6 +23,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.tasks import worker_settin
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
+from .support import serve
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
@@ -101,6 +103,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.cache import Cache
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
+from .support import serve
+
 
 @pytest.fixture
 def settings() -> Settings:
@@ -116,10 +120,5 @@ def cache(settings: Settings) -> Cache:
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 {%- endif %}
     """The app with its lifespan running, called in-process over ASGI."""
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
+    async with serve(create_app(settings)) as client:
         yield client

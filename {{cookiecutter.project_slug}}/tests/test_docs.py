@@ -10,7 +10,6 @@ from collections.abc import {% if cookiecutter.cache_backend != "none" %}Callabl
 from pathlib import Path
 from types import ModuleType
 
-import httpx
 import pytest
 {%- if cookiecutter.cache_backend != "none" %}
 from arq.worker import Worker
@@ -29,6 +28,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_fun
 {%- endif %}
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
+
+from .support import serve
 
 PROJECT = Path(__file__).resolve().parent.parent
 DOCS = PROJECT / "docs"
@@ -64,11 +65,7 @@ async def test_services_page_endpoint_counts_primes(settings: Settings) -> None:
     """It serves the page's primes endpoint: a cached answer, 422 for a bound out of range."""
     *_, api = list(load_snippets("services.md"))
     app = with_router(settings, api)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
+    async with serve(app) as client:
         response = await client.get("/api/v1/primes", params={"below": 30})
         assert response.json() == {"below": 30, "count": 10}
         assert (await client.get("/api/v1/primes", params={"below": 1})).status_code == 422
@@ -98,9 +95,7 @@ async def test_background_tasks_page_snippet_runs_after_the_response(
 ) -> None:
     """It answers 202 and records the sign-up once the response is sent."""
     (page,) = list(load_snippets("background-tasks.md"))
-    app = with_router(settings, page)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with serve(with_router(settings, page)) as client:
         response = await client.post("/signups", params={"email": "ada@example.com"})
     assert response.status_code == 202
     assert page.sent == ["ada@example.com"]
@@ -114,9 +109,8 @@ async def test_graph_page_router_follows_and_suggests(settings: Settings, redis:
     app = with_router(settings, social)
     graph_client = create_graph_client(settings)
     app.state.social_graph = SocialGraph(graph_client)
-    transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with serve(app) as client:
             for name, other in [("ada", "grace"), ("grace", "linus"), ("ada", "grace")]:
                 response = await client.put(f"/api/v1/users/{name}/follows/{other}")
                 assert response.status_code == 204

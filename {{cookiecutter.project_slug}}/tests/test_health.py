@@ -4,6 +4,8 @@ import httpx
 from {{ cookiecutter.__package_name }}.embedded_redis import free_port
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
+
+from .support import serve
 {%- endif %}
 
 
@@ -33,11 +35,7 @@ async def test_ready_is_503_when_the_server_is_unreachable() -> None:
         _env_file=None,
     )
     app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
+    async with serve(app) as client:
         response = await client.get("/health/ready")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"

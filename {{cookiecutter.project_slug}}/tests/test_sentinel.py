@@ -6,7 +6,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from arq.worker import Worker
 from redis import Redis
@@ -16,6 +15,8 @@ from {{ cookiecutter.__package_name }}.embedded_redis import free_port, locate_b
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import worker_settings
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
+
+from .support import serve
 
 MASTER = "service-master"
 START_TIMEOUT_S = 10.0
@@ -77,11 +78,7 @@ async def test_tasks_run_through_the_sentinels_master(
         _env_file=None,
     )
     app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
+    async with serve(app) as client:
         assert (await client.get("/health/ready")).json()["checks"] == {"redis": "ok"}
         body = {"name": "example_task", "args": {"message": "ha", "steps": 1, "delay_s": 0}}
         url = (await client.post("/api/v1/tasks", json=body)).headers["Location"]

@@ -11,6 +11,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
+from .support import serve
+
 TASKS = "/api/v1/tasks"
 
 
@@ -152,11 +154,7 @@ async def test_redis_down_gives_503_with_retry_after(redis: Redis) -> None:
         _env_file=None,
     )
     app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
+    async with serve(app) as client:
         body = {"name": "example_task", "args": {"message": "x"}}
         submitted = await client.post(TASKS, json=body)
         looked_up = await client.get(f"{TASKS}/some-id")
