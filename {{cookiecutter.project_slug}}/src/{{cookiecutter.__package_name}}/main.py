@@ -16,6 +16,7 @@ from .api.limits import BodySizeLimit
 from .api.router import api_router
 from .infrastructure.cache import Cache
 {%- if cookiecutter.cache_backend != "none" %}
+from .infrastructure.events import TaskEventHub
 from .infrastructure.queue import open_task_queue
 from .infrastructure.redis import close_redis, create_redis, ping
 {%- endif %}
@@ -33,6 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     task_queue = open_task_queue(settings)
     app.state.task_queue = task_queue
+    app.state.task_events = task_events = TaskEventHub(task_queue.pool)
     app.state.readiness_checks = {"redis": partial(ping, redis)}
     app.state.worker_probes = {
         queue: partial(task_queue.worker_alive, queue) for queue in task_queue.queues
@@ -40,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await task_events.close()
         await task_queue.close()
         await close_redis(redis)
 {%- else %}

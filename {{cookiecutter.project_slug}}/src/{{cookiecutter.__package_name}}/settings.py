@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     worker_job_completion_wait_s: float = Field(default=30.0, ge=0)
     # Tasks the API accepts: the longest deferral and the largest request body.
     task_max_defer_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Followers of a task's events (SSE, WebSocket) re-read its stored state this often when
+    # no event arrives, so that they never wait on an event that was lost.
+    task_events_recheck_s: float = Field(default=1.0, gt=0)
     session_ttl_s: int = Field(default=86_400, gt=0)
 {%- else %}
 

@@ -2,10 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from fastapi.requests import HTTPConnection
 
 from ..infrastructure.cache import Cache
 {%- if cookiecutter.cache_backend != "none" %}
+from ..infrastructure.events import TaskEventHub
 from ..infrastructure.queue import TaskQueue
 {%- endif %}
 from ..services.health import Check, WorkerProbe
@@ -15,36 +17,37 @@ from ..services.tasks import TaskService
 from ..settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+def get_app_settings(connection: HTTPConnection) -> Settings:
+    settings: Settings = connection.app.state.settings
     return settings
 
 
-def get_cache(request: Request) -> Cache:
-    cache: Cache = request.app.state.cache
+def get_cache(connection: HTTPConnection) -> Cache:
+    cache: Cache = connection.app.state.cache
     return cache
 
 
 {%- if cookiecutter.cache_backend != "none" %}
 
 
-def get_task_queue(request: Request) -> TaskQueue:
-    queue: TaskQueue = request.app.state.task_queue
+def get_task_queue(connection: HTTPConnection) -> TaskQueue:
+    queue: TaskQueue = connection.app.state.task_queue
     return queue
 
 
-def get_task_service(request: Request) -> TaskService:
-    return TaskService(get_task_queue(request), get_app_settings(request))
+def get_task_service(connection: HTTPConnection) -> TaskService:
+    events: TaskEventHub = connection.app.state.task_events
+    return TaskService(get_task_queue(connection), events, get_app_settings(connection))
 {%- endif %}
 
 
-def get_readiness_checks(request: Request) -> dict[str, Check]:
-    checks: dict[str, Check] = request.app.state.readiness_checks
+def get_readiness_checks(connection: HTTPConnection) -> dict[str, Check]:
+    checks: dict[str, Check] = connection.app.state.readiness_checks
     return checks
 
 
-def get_worker_probes(request: Request) -> dict[str, WorkerProbe]:
-    probes: dict[str, WorkerProbe] = request.app.state.worker_probes
+def get_worker_probes(connection: HTTPConnection) -> dict[str, WorkerProbe]:
+    probes: dict[str, WorkerProbe] = connection.app.state.worker_probes
     return probes
 
 

@@ -2,11 +2,12 @@
 
 from fastapi import APIRouter
 
-from . import health{% if cookiecutter.cache_backend != "none" %}, metrics, tasks{% endif %}
+from . import {% if cookiecutter.cache_backend != "none" %}events, {% endif %}health{% if cookiecutter.cache_backend != "none" %}, metrics, tasks{% endif %}
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 {%- if cookiecutter.cache_backend != "none" %}
 api_router.include_router(tasks.router)
+api_router.include_router(events.router)
 api_router.include_router(metrics.router)
 {%- endif %}

@@ -23,12 +23,12 @@ from arq.jobs import SerializationError, deserialize_job, deserialize_result, se
 from redis.exceptions import WatchError
 
 from ..settings import Settings, get_settings
+from .events import TaskEvent, events_channel, task_event
 from .redis import close_redis, create_redis
 
 TaskStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", "aborted"]
 FINISHED: frozenset[TaskStatus] = frozenset({"complete", "failed", "aborted"})
 PROGRESS_KEY_PREFIX = "task:progress:"
-EVENTS_CHANNEL_PREFIX = "task:events:"
 HEALTH_CHECK_SUFFIX = ":health-check"
 CLAIM_MS = 5_000
 OUTCOMES_KEY = "task:metrics:outcomes"
@@ -99,6 +99,18 @@ class TaskState:
     enqueued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def as_event(self) -> TaskEvent:
+        """The state as an event: named after the status once finished, with the result or
+        error; "state" before that."""
+        if self.finished:
+            data = {"result": self.result, "error": self.error, "tries": self.tries}
+            return task_event(self.task_id, self.status, self.progress, self.status, data)
+        return task_event(self.task_id, self.status, self.progress, "state", {"tries": self.tries})
 
 
 @dataclass(frozen=True)
@@ -270,6 +282,9 @@ class TaskQueue:
             pipe.psetex(result_key_prefix + task_id, keep_ms, result)
             pipe.delete(job_key_prefix + task_id, retry_key_prefix + task_id)
             await pipe.execute()
+        state = await self.state(task_id)
+        if state is not None:
+            await publish_event(self.pool, state.as_event())
 
 
 def _histograms(raw: dict[bytes, bytes]) -> dict[str, Histogram]:
@@ -315,28 +330,48 @@ def open_task_queue(settings: Settings) -> TaskQueue:
     return TaskQueue(pool, settings)
 
 
+async def publish_event(redis: ArqRedis, event: TaskEvent) -> None:
+    await redis.publish(events_channel(event["task_id"]), serialize(event))
+
+
 async def report_progress(
     ctx: dict[str, Any], percent: int, *, event: str = "progress", data: object = None
 ) -> None:
     """From inside a task: store its progress (0-100) where polling sees it, and publish it
-    to subscribers of the task's events."""
+    to whoever follows the task's events."""
     task_id: str = ctx["job_id"]
     settings: Settings = ctx["settings"]
-    message = {
-        "task_id": task_id,
-        "status": "in_progress",
-        "progress": max(0, min(100, int(percent))),
-        "event": event,
-        "data": data,
-        "ts": time.time(),
-    }
+    message = task_event(task_id, "in_progress", max(0, min(100, int(percent))), event, data)
     payload = serialize(message)
     ttl_s = int(settings.worker_job_timeout_s + settings.worker_keep_result_s)
     redis: ArqRedis = ctx["redis"]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(PROGRESS_KEY_PREFIX + task_id, payload, ex=ttl_s)
-        pipe.publish(EVENTS_CHANNEL_PREFIX + task_id, payload)
+        pipe.publish(events_channel(task_id), payload)
         await pipe.execute()
+
+
+async def task_started(ctx: dict[str, Any]) -> None:
+    """A try begins: progress starts over, and followers hear of it."""
+    task_id: str = ctx["job_id"]
+    redis: ArqRedis = ctx["redis"]
+    event = task_event(task_id, "in_progress", None, "started", {"try": ctx["job_try"]})
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(PROGRESS_KEY_PREFIX + task_id)
+        pipe.publish(events_channel(task_id), serialize(event))
+        await pipe.execute()
+
+
+async def task_ended(ctx: dict[str, Any]) -> None:
+    """A try ended and arq has stored its outcome: tell followers what it is now (finished,
+    or waiting for its next try)."""
+    tasks: TaskQueue = ctx["tasks"]
+    state = await tasks.state(ctx["job_id"])
+    if state is not None:
+        event = state.as_event()
+        if not state.finished:
+            event["event"] = "retrying"
+        await publish_event(tasks.pool, event)
 
 
 _process_queue: TaskQueue | None = None

@@ -22,7 +22,15 @@ from arq.worker import Function, func
 from ..settings import Settings, get_settings
 from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
 from .cache import Cache
-from .queue import TaskQueue, deserialize, queue_redis_settings, record_try, serialize
+from .queue import (
+    TaskQueue,
+    deserialize,
+    queue_redis_settings,
+    record_try,
+    serialize,
+    task_ended,
+    task_started,
+)
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
 
 logger = logging.getLogger(__name__)
@@ -95,6 +103,22 @@ async def count_try(ctx: dict[str, Any], task: str, outcome: str, duration_s: fl
         logger.warning("could not record the metrics of %s", ctx["job_id"])
 
 
+async def job_started(ctx: dict[str, Any]) -> None:
+    """Tell the task's followers it started; losing that event never fails the task."""
+    try:
+        await task_started(ctx)
+    except UNAVAILABLE_ERRORS:
+        logger.warning("could not publish the start of %s", ctx["job_id"])
+
+
+async def job_ended(ctx: dict[str, Any]) -> None:
+    """Tell the task's followers how the try ended, once arq has stored the outcome."""
+    try:
+        await task_ended(ctx)
+    except UNAVAILABLE_ERRORS:
+        logger.warning("could not publish the end of %s", ctx["job_id"])
+
+
 def as_worker_function(spec: TaskSpec, settings: Settings) -> Function:
     max_tries = spec.max_tries or settings.worker_max_tries
     return func(
@@ -147,6 +171,8 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
         "redis_settings": queue_redis_settings(settings),
         "on_startup": on_startup(settings),
         "on_shutdown": shutdown,
+        "on_job_start": job_started,
+        "after_job_end": job_ended,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         # Tasks one worker runs at once; scale out with more workers for more.

@@ -1,12 +1,15 @@
 """Submitting, following and cancelling tasks on behalf of API clients."""
 
+import asyncio
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from ..infrastructure.queue import FINISHED, TaskQueue, TaskState
+from ..infrastructure.events import TaskEvent, TaskEventHub
+from ..infrastructure.queue import FINISHED, TaskQueue, TaskState, deserialize
 from ..settings import Settings
 from ..tasks.registry import API_TASKS
 
@@ -55,8 +58,9 @@ class Submitted:
 class TaskService:
     """The allow-list and its argument models stand between clients and the queue."""
 
-    def __init__(self, queue: TaskQueue, settings: Settings) -> None:
+    def __init__(self, queue: TaskQueue, events: TaskEventHub, settings: Settings) -> None:
         self._queue = queue
+        self._events = events
         self._settings = settings
 
     async def submit(
@@ -97,3 +101,31 @@ class TaskService:
         if state.status in FINISHED:
             raise TaskFinishedError(task_id, state.status)
         return await self._queue.abort(task_id)
+
+    async def follow(self, task_id: str) -> AsyncGenerator[TaskEvent | None]:
+        """The task's events, ending with its terminal one: its current state first, then
+        what its worker publishes. When no event comes for TASK_EVENTS_RECHECK_S, the stored
+        state is read again (an event lost to a crash or a reconnect is never waited on) and,
+        if nothing changed, None is yielded: a chance to send a keep-alive."""
+        recheck_s = self._settings.task_events_recheck_s
+        async with self._events.subscribe(task_id) as inbox:
+            state = await self._queue.state(task_id)
+            if state is None:
+                return
+            yield state.as_event()
+            last = (state.status, state.progress)
+            while last[0] not in FINISHED:
+                try:
+                    raw = await asyncio.wait_for(inbox.get(), recheck_s)
+                except TimeoutError:
+                    state = await self._queue.state(task_id)
+                    if state is None:
+                        return
+                    if (state.status, state.progress) == last:
+                        yield None
+                        continue
+                    event = state.as_event()
+                else:
+                    event = deserialize(raw)
+                yield event
+                last = (event["status"], event["progress"])

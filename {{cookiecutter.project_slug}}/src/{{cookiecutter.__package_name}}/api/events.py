@@ -1,0 +1,105 @@
+"""Follow a task live: Server-Sent Events and a WebSocket, relaying the same event objects."""
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import anyio
+from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect, status
+from fastapi.responses import StreamingResponse
+from starlette.websockets import WebSocketState
+
+from ..infrastructure.events import TaskEvent
+from ..infrastructure.redis import UNAVAILABLE_ERRORS
+from ..services.tasks import TaskNotFoundError, TaskService
+from .deps import TaskServiceDep
+from .tasks import TASK_ID_PATTERN, TaskId, problem
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+# A comment line is sent after this long without an event, so that proxies keep the stream.
+KEEPALIVE_S = 15.0
+# How long a browser's EventSource waits before it reconnects after a dropped stream.
+SSE_RETRY_MS = 3_000
+WS_CLOSE_NOT_FOUND = 4404
+WS_CLOSE_TRY_AGAIN = 1013
+
+
+@router.get(
+    "/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "One `data:` line of JSON per event; ends after the terminal one",
+        },
+        **problem(404, "No task with this id"),
+    },
+)
+async def task_events(task_id: TaskId, tasks: TaskServiceDep) -> StreamingResponse:
+    """Server-Sent Events: the task's current state, then its progress and status events;
+    the stream ends after the terminal event (complete, failed or aborted)."""
+    try:
+        await tasks.state(task_id)
+    except TaskNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return StreamingResponse(
+        server_sent_events(tasks, task_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def server_sent_events(tasks: TaskService, task_id: str) -> AsyncIterator[str]:
+    yield f"retry: {SSE_RETRY_MS}\n\n"
+    quiet_since = time.monotonic()
+    try:
+        async with aclosing(tasks.follow(task_id)) as events:
+            async for event in events:
+                if event is not None:
+                    yield f"data: {encode(event)}\n\n"
+                elif time.monotonic() - quiet_since >= KEEPALIVE_S:
+                    yield ": keep-alive\n\n"
+                else:
+                    continue
+                quiet_since = time.monotonic()
+    except UNAVAILABLE_ERRORS:
+        return  # the stream ends; the client reconnects after `retry` and gets the state
+
+
+@router.websocket("/{task_id}/ws")
+async def task_events_ws(websocket: WebSocket, task_id: str, tasks: TaskServiceDep) -> None:
+    """The same events as JSON text messages. Closes with 1000 after the terminal event,
+    4404 for an unknown task, 1013 while the queue is unreachable."""
+    await websocket.accept()
+    try:
+        if not re.fullmatch(TASK_ID_PATTERN, task_id):
+            raise TaskNotFoundError(task_id)
+        await tasks.state(task_id)
+        async with anyio.create_task_group() as group:
+            group.start_soon(close_on_disconnect, websocket, group.cancel_scope)
+            async with aclosing(tasks.follow(task_id)) as events:
+                async for event in events:
+                    if event is not None:
+                        await websocket.send_text(encode(event))
+            group.cancel_scope.cancel()
+        if websocket.client_state is WebSocketState.CONNECTED:
+            await websocket.close()
+    except WebSocketDisconnect:
+        return
+    except TaskNotFoundError as exc:
+        await websocket.close(WS_CLOSE_NOT_FOUND, str(exc))
+    except UNAVAILABLE_ERRORS:
+        await websocket.close(WS_CLOSE_TRY_AGAIN, "The task queue is unreachable; retry shortly.")
+
+
+async def close_on_disconnect(websocket: WebSocket, scope: anyio.CancelScope) -> None:
+    """Messages from the client are ignored; its leaving stops the relay."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+    scope.cancel()
+
+
+def encode(event: TaskEvent) -> str:
+    return json.dumps(event, separators=(",", ":"))

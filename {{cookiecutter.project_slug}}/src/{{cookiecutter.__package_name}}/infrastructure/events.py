@@ -1,0 +1,104 @@
+"""A task's live events: workers publish them on Redis pub/sub, each API process relays them.
+
+Every event is one JSON object: `{"task_id", "status", "progress", "event", "data", "ts"}`.
+The channel of a task is `task:events:<task_id>`. An API process holds one pub/sub connection
+for all its subscribers, subscribed to the channels of the tasks someone follows right now.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from .redis import UNAVAILABLE_ERRORS
+
+logger = logging.getLogger(__name__)
+EVENTS_CHANNEL_PREFIX = "task:events:"
+# Events a slow subscriber may fall behind by; older ones are dropped (the state re-check of
+# the follower still brings it up to date).
+SUBSCRIBER_BUFFER = 256
+RECONNECT_DELAY_S = 1.0
+
+TaskEvent = dict[str, Any]
+
+
+def task_event(
+    task_id: str, status: str, progress: int | None, event: str, data: object = None
+) -> TaskEvent:
+    return {
+        "task_id": task_id,
+        "status": status,
+        "progress": progress,
+        "event": event,
+        "data": data,
+        "ts": time.time(),
+    }
+
+
+def events_channel(task_id: str) -> str:
+    return EVENTS_CHANNEL_PREFIX + task_id
+
+
+class TaskEventHub:
+    """Fans out the events of one pub/sub connection to this process's subscribers."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._pubsub: PubSub = redis.pubsub(ignore_subscribe_messages=True)
+        self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {}
+        self._changed = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def subscribe(self, task_id: str) -> AsyncIterator[asyncio.Queue[bytes]]:
+        """The raw events of `task_id` from now on, while the context is open."""
+        channel = events_channel(task_id)
+        inbox: asyncio.Queue[bytes] = asyncio.Queue(SUBSCRIBER_BUFFER)
+        subscribers = self._subscribers.setdefault(channel, set())
+        subscribers.add(inbox)
+        try:
+            if len(subscribers) == 1:
+                await self._pubsub.subscribe(channel)
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._read(), name="task-event-hub")
+            self._changed.set()
+            yield inbox
+        finally:
+            subscribers.discard(inbox)
+            if not subscribers:
+                del self._subscribers[channel]
+                with suppress(*UNAVAILABLE_ERRORS):
+                    await self._pubsub.unsubscribe(channel)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reader
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self) -> None:
+        while True:
+            if not self._subscribers:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except UNAVAILABLE_ERRORS as exc:
+                # redis-py reconnects on the next read and subscribes to the channels again.
+                logger.warning("task events: %s; reconnecting", exc)
+                await asyncio.sleep(RECONNECT_DELAY_S)
+                continue
+            if message is None or message["type"] != "message":
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            for inbox in self._subscribers.get(channel, ()):
+                if inbox.full():
+                    inbox.get_nowait()
+                inbox.put_nowait(message["data"])
