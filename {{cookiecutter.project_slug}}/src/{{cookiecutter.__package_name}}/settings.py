@@ -1,12 +1,15 @@
 """The service's configuration: one class, read from the environment and a `.env` file."""
 
 from functools import lru_cache
+{%- if cookiecutter.__examples == "yes" %}
+from pathlib import Path
+{%- endif %}
 from typing import {% if cookiecutter.cache_backend != "none" %}Annotated, {% endif %}Literal{% if cookiecutter.cache_backend != "none" %}, Self{% endif %}
 {%- if cookiecutter.cache_backend != "none" %}
 from urllib.parse import urlsplit
 {%- endif %}
 
-from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn, field_validator, model_validator{% endif %}
+from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn{% endif %}{% if cookiecutter.__examples == "yes" %}, SecretStr{% endif %}{% if cookiecutter.cache_backend != "none" %}, field_validator, model_validator{% endif %}
 from pydantic_settings import BaseSettings, {% if cookiecutter.cache_backend != "none" %}NoDecode, {% endif %}SettingsConfigDict
 
 
@@ -59,6 +62,25 @@ class Settings(BaseSettings):
     # no event arrives, so that they never wait on an event that was lost.
     task_events_recheck_s: float = Field(default=1.0, gt=0)
     session_ttl_s: int = Field(default=86_400, gt=0)
+{%- if cookiecutter.__examples == "yes" %}
+
+    # The media example: uploads and what the media tasks make of them, one folder per upload.
+    # The API and the workers must share this folder.
+    media_dir: Path = Path("media")
+    media_max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    media_max_pixels: int = Field(default=40_000_000, gt=0)
+    # The e-mail example: an SMTP server (`just mailbox` runs one that prints what it gets).
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=1025, gt=0, lt=65_536)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    email_sender: str = "{{ cookiecutter.project_slug }}@localhost"
+    # At most EMAIL_RATE_LIMIT messages per EMAIL_RATE_WINDOW_S, across all workers.
+    email_rate_limit: int = Field(default=60, gt=0)
+    email_rate_window_s: float = Field(default=60.0, gt=0)
+{%- endif %}
 {%- else %}
 
     cache_max_entries: int = Field(default=10_000, gt=0)

@@ -11,18 +11,23 @@ class BodySizeLimit:
     body is read first, up to the limit, then handed on.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, max_bytes_by_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Routes that take larger bodies (uploads), by exact path.
+        self.max_bytes_by_path = max_bytes_by_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.max_bytes_by_path.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
-            if int(declared) > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if int(declared) > max_bytes:
+                await self._too_large(scope, receive, send, max_bytes)
                 return
             await self.app(scope, receive, send)
             return
@@ -32,8 +37,8 @@ class BodySizeLimit:
             message = await receive()
             buffered.append(message)
             size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if size > max_bytes:
+                await self._too_large(scope, receive, send, max_bytes)
                 return
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
@@ -43,8 +48,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
         response = JSONResponse(
-            {"detail": f"The request body is larger than {self.max_bytes} bytes."}, status_code=413
+            {"detail": f"The request body is larger than {max_bytes} bytes."}, status_code=413
         )
         await response(scope, receive, send)

@@ -36,6 +36,10 @@ DURATIONS_KEY = "task:metrics:durations"
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"))
 
 
+class NonRetryableError(Exception):
+    """Raise from a task to fail it at once: retrying cannot help (bad input, a broken file)."""
+
+
 class TaskError(Exception):
     """A task's failure as stored with its result: the exception's type name and message."""
 

@@ -23,6 +23,7 @@ from ..settings import Settings, get_settings
 from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
 from .cache import Cache
 from .queue import (
+    NonRetryableError,
     TaskQueue,
     deserialize,
     queue_redis_settings,
@@ -35,10 +36,6 @@ from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redi
 
 logger = logging.getLogger(__name__)
 TaskFunction = Callable[..., Awaitable[Any]]
-
-
-class NonRetryableError(Exception):
-    """Raise from a task to fail it at once: retrying cannot help (bad input, a broken file)."""
 
 
 def backoff_s(job_try: int, *, base_s: float, cap_s: float) -> float:

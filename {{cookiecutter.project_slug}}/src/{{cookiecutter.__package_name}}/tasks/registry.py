@@ -10,8 +10,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+{% if cookiecutter.__examples == "yes" -%}
+from .emails import BulkEmailArgs, SingleEmailArgs, send_bulk_emails, send_single_email
+{% endif -%}
 from .example import ExampleTaskArgs, example_task
 from .maintenance import cleanup_expired_sessions, log_queue_depths, report_stale_tasks
+{%- if cookiecutter.__examples == "yes" %}
+from .media import MediaArgs, generate_thumbnail, optimize_image, process_media
+{%- endif %}
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,20 @@ class TaskSpec:
         return self.function.__name__
 
 
+{% if cookiecutter.__examples == "yes" -%}
+TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec(example_task, args_model=ExampleTaskArgs, timeout_s=60),
+    # The worked examples: the media pipeline (POST /api/v1/media enqueues process_media)...
+    TaskSpec(process_media, args_model=MediaArgs, timeout_s=120),
+    TaskSpec(generate_thumbnail, args_model=MediaArgs, timeout_s=60),
+    TaskSpec(optimize_image, args_model=MediaArgs, timeout_s=60),
+    # ...and e-mail, on the slow queue: a bulk send can take hours at its rate limit.
+    TaskSpec(send_single_email, args_model=SingleEmailArgs, queue="slow", timeout_s=60),
+    TaskSpec(send_bulk_emails, args_model=BulkEmailArgs, queue="slow", timeout_s=24 * 3600),
+)
+{% else -%}
 TASKS: tuple[TaskSpec, ...] = (TaskSpec(example_task, args_model=ExampleTaskArgs, timeout_s=60),)
+{% endif -%}
 API_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in TASKS if spec.args_model}
 
 

@@ -1,0 +1,68 @@
+"""Uploaded images and what the media tasks make of them: one folder per upload under MEDIA_DIR.
+
+The API writes `original`; the workers read it and write `thumbnail.*` and `optimized.*` beside
+it. API and workers must share the folder (the compose file mounts one volume in both).
+"""
+
+import re
+import uuid
+from io import BytesIO
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+MEDIA_ID_PATTERN = r"^[0-9a-f]{32}$"
+ORIGINAL = "original"
+# What uploads may be; anything else is refused before it is stored.
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+
+
+class NotAnImageError(ValueError):
+    pass
+
+
+class TooManyPixelsError(ValueError):
+    pass
+
+
+class MediaNotFoundError(LookupError):
+    pass
+
+
+def identify(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
+    """The format, width and height from the image's header, without decoding its pixels."""
+    try:
+        with Image.open(BytesIO(data)) as image:
+            fmt, (width, height) = image.format or "", image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise NotAnImageError("The file is not an image that can be read.") from exc
+    if fmt not in ACCEPTED_FORMATS:
+        accepted = ", ".join(sorted(ACCEPTED_FORMATS))
+        raise NotAnImageError(f"{fmt or 'This'} images are not accepted: send {accepted}.")
+    if width * height > max_pixels:
+        raise TooManyPixelsError(
+            f"The image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted."
+        )
+    return fmt, width, height
+
+
+class MediaStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, data: bytes) -> str:
+        """Store an upload; returns its new media id."""
+        media_id = uuid.uuid4().hex
+        folder = self.root / media_id
+        folder.mkdir(parents=True)
+        (folder / ORIGINAL).write_bytes(data)
+        return media_id
+
+    def folder(self, media_id: str) -> Path:
+        """The upload's folder; the id is checked so that no path leaves MEDIA_DIR."""
+        if not re.fullmatch(MEDIA_ID_PATTERN, media_id):
+            raise MediaNotFoundError(f"{media_id!r} is not a media id.")
+        folder = self.root / media_id
+        if not (folder / ORIGINAL).is_file():
+            raise MediaNotFoundError(f"No upload {media_id!r}.")
+        return folder

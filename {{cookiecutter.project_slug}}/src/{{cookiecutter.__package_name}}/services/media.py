@@ -1,0 +1,45 @@
+"""The media example's uploads: checked, stored, and handed to `process_media`."""
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+
+from ..infrastructure.media import MediaStore, identify
+from ..settings import Settings
+from .tasks import TaskService
+
+
+class UploadTooLargeError(ValueError):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"The file is larger than {max_bytes:,} bytes.")
+
+
+@dataclass(frozen=True)
+class Upload:
+    media_id: str
+    format: str
+    width: int
+    height: int
+
+
+class MediaService:
+    def __init__(self, tasks: TaskService, settings: Settings) -> None:
+        self._tasks = tasks
+        self._settings = settings
+
+    async def upload(self, data: bytes) -> Upload:
+        """Refuse what is not an accepted image (nothing is stored then); store the rest and
+        queue `process_media`, whose task id is the media id."""
+        if len(data) > self._settings.media_max_upload_bytes:
+            raise UploadTooLargeError(self._settings.media_max_upload_bytes)
+        fmt, width, height = identify(data, max_pixels=self._settings.media_max_pixels)
+        store = MediaStore(self._settings.media_dir)
+        media_id = await asyncio.to_thread(store.save, data)
+        try:
+            await self._tasks.submit(
+                "process_media", {"media_id": media_id}, defer_by_s=None, task_id=media_id
+            )
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, store.root / media_id)
+            raise
+        return Upload(media_id=media_id, format=fmt, width=width, height=height)
