@@ -46,10 +46,12 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/services/tasks.py",
             "src/{pkg}/tasks",
             "tests/test_cron.py",
+            "tests/test_dead_letters.py",
             "tests/test_dev.py",
             "tests/test_embedded_redis.py",
             "tests/test_events.py",
             "tests/test_metrics.py",
+            "tests/test_outage.py",
             "tests/test_sentinel.py",
             "tests/test_sessions.py",
             "tests/test_tasks_api.py",
@@ -99,7 +101,7 @@ RENAMES: tuple[tuple[Callable[[Answers], bool], str, str], ...] = (
         "src/{pkg}/infrastructure/cache.py",
     ),
 )
-SECRET_KEYS = ("REDIS_PASSWORD",)
+SECRET_KEYS = ("REDIS_PASSWORD", "OPERATOR_TOKEN")
 ENV_HEADER = "# Local settings from .env.example, with fresh secrets. Git-ignored: keep it local."
 
 

@@ -3,6 +3,7 @@ process, and `arq --check` telling whether a worker is alive."""
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -107,3 +108,55 @@ async def test_slow_queue_has_its_own_worker(
     assert await status() == "queued"
     start_worker("SlowWorkerSettings")
     await eventually(status, "complete")
+
+
+async def submit(client: httpx.AsyncClient, steps: int, delay_s: float) -> Callable[[], Any]:
+    """Submit example_task; returns a probe of its status."""
+    body = {"name": "example_task", "args": {"message": "m", "steps": steps, "delay_s": delay_s}}
+    url = (await client.post("/api/v1/tasks", json=body)).headers["Location"]
+
+    async def status() -> str:
+        return str((await client.get(url)).json()["status"])
+
+    return status
+
+
+async def test_a_task_of_a_killed_worker_runs_again_within_the_lease(
+    client: httpx.AsyncClient, start_worker: StartWorker, task_queue: TaskQueue
+) -> None:
+    """SIGKILL mid-task loses nothing: once the lease (WORKER_LEASE_S, 10 s) of the dead
+    worker lapses, another worker runs the task again; arq alone would wait 310 s."""
+    first = start_worker("WorkerSettings")
+    status = await submit(client, steps=40, delay_s=0.1)
+    await eventually(status, "in_progress")
+    [claim] = [key async for key in task_queue.pool.scan_iter(match="arq:in-progress:*")]
+    assert 0 < await task_queue.pool.pttl(claim) <= 10_000  # a lease, not job_timeout + 10 s
+    first.kill()
+    first.wait()
+    killed = time.monotonic()
+    start_worker("WorkerSettings")
+    await eventually(status, "complete", timeout_s=30)
+    assert time.monotonic() - killed < 30
+    task_id = claim.decode().removeprefix("arq:in-progress:")
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert state.tries == 2
+
+
+async def test_sigterm_lets_running_tasks_finish_and_starts_no_new_ones(
+    client: httpx.AsyncClient, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    worker = start_worker("WorkerSettings")
+    running = await submit(client, steps=10, delay_s=0.2)
+    await eventually(running, "in_progress")
+    worker.send_signal(signal.SIGTERM)
+    log = tmp_path / "WorkerSettings.log"
+
+    async def stopped_picking() -> bool:
+        return "allow_pick_jobs to `False`" in log.read_text()
+
+    await eventually(stopped_picking, True)
+    waiting = await submit(client, steps=1, delay_s=0)
+    assert await asyncio.to_thread(worker.wait, DEADLINE_S) == 0
+    assert await running() == "complete"  # finished within WORKER_JOB_COMPLETION_WAIT_S
+    assert await waiting() == "queued"  # left for the next worker

@@ -9,8 +9,13 @@ from typing import {% if cookiecutter.cache_backend != "none" %}Annotated, {% en
 from urllib.parse import urlsplit
 {%- endif %}
 
-from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn{% endif %}{% if cookiecutter.__examples == "yes" %}, SecretStr{% endif %}{% if cookiecutter.cache_backend != "none" %}, field_validator, model_validator{% endif %}
+from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn{% endif %}{% if cookiecutter.cache_backend != "none" %}, SecretStr{% endif %}{% if cookiecutter.cache_backend != "none" %}, field_validator, model_validator{% endif %}
 from pydantic_settings import BaseSettings, {% if cookiecutter.cache_backend != "none" %}NoDecode, {% endif %}SettingsConfigDict
+
+{%- if cookiecutter.cache_backend != "none" %}
+
+MIN_TOKEN_LENGTH = 16
+{%- endif %}
 
 
 class Settings(BaseSettings):
@@ -56,11 +61,19 @@ class Settings(BaseSettings):
     worker_retry_max_delay_s: float = Field(default=300.0, ge=0)
     worker_health_check_interval_s: float = Field(default=5.0, gt=0)
     worker_job_completion_wait_s: float = Field(default=30.0, ge=0)
+    # A running task's claim expires this long after its worker stops renewing it (a crash):
+    # then another worker runs it again. arq alone would wait job_timeout + 10 s.
+    worker_lease_s: float = Field(default=10.0, ge=1)
     # Tasks the API accepts: the longest deferral and the largest request body.
     task_max_defer_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     # Followers of a task's events (SSE, WebSocket) re-read its stored state this often when
     # no event arrives, so that they never wait on an event that was lost.
     task_events_recheck_s: float = Field(default=1.0, gt=0)
+    # Tasks that failed for good are kept for inspection and retry, the newest this many.
+    task_dead_letter_max: int = Field(default=10_000, gt=0)
+    # When set, the operator endpoints (the dead-letter list, retry) require
+    # `Authorization: Bearer <OPERATOR_TOKEN>`. The post-gen hook wrote a random one to .env.
+    operator_token: SecretStr | None = None
     session_ttl_s: int = Field(default=86_400, gt=0)
 {%- if cookiecutter.__examples == "yes" %}
 
@@ -87,6 +100,18 @@ class Settings(BaseSettings):
 {%- endif %}
     cache_default_ttl_s: int = Field(default=300, gt=0)
 {%- if cookiecutter.cache_backend != "none" %}
+
+    @field_validator("operator_token", mode="before")
+    @classmethod
+    def check_operator_token(cls, value: object) -> object:
+        if value == "":
+            return None  # empty: the operator endpoints are open
+        if isinstance(value, str) and len(value) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"OPERATOR_TOKEN must be at least {MIN_TOKEN_LENGTH} characters; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
     @field_validator("redis_sentinels", mode="before")
     @classmethod

@@ -1,9 +1,15 @@
 """FastAPI dependencies, each named once as an `Annotated` alias."""
 
+{% if cookiecutter.cache_backend != "none" -%}
+import secrets
+{% endif -%}
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends{% if cookiecutter.cache_backend != "none" %}, HTTPException, status{% endif %}
 from fastapi.requests import HTTPConnection
+{%- if cookiecutter.cache_backend != "none" %}
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+{%- endif %}
 
 from ..infrastructure.cache import Cache
 {%- if cookiecutter.cache_backend != "none" %}
@@ -38,6 +44,26 @@ def get_task_queue(connection: HTTPConnection) -> TaskQueue:
 def get_task_service(connection: HTTPConnection) -> TaskService:
     events: TaskEventHub = connection.app.state.task_events
     return TaskService(get_task_queue(connection), events, get_app_settings(connection))
+
+
+bearer = HTTPBearer(auto_error=False, description="OPERATOR_TOKEN, when one is set")
+
+
+def require_operator(
+    connection: HTTPConnection,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """With OPERATOR_TOKEN set, only a request bearing it passes; 401 otherwise."""
+    token = get_app_settings(connection).operator_token
+    if token is None:
+        return
+    given = credentials.credentials.encode() if credentials else b""
+    if not secrets.compare_digest(given, token.get_secret_value().encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "This endpoint needs the operator token: Authorization: Bearer <OPERATOR_TOKEN>.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 {%- endif %}
 
 
@@ -58,4 +84,5 @@ WorkerProbesDep = Annotated[dict[str, WorkerProbe], Depends(get_worker_probes)]
 {%- if cookiecutter.cache_backend != "none" %}
 TaskQueueDep = Annotated[TaskQueue, Depends(get_task_queue)]
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
+OperatorDep = Depends(require_operator)
 {%- endif %}

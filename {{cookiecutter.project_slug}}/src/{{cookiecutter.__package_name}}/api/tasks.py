@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..infrastructure.queue import TaskStatus
@@ -11,11 +11,12 @@ from ..services.tasks import (
     DeferTooLongError,
     DuplicateTaskError,
     InvalidTaskArgsError,
+    NotDeadLetteredError,
     TaskFinishedError,
     TaskNotFoundError,
     UnknownTaskError,
 )
-from .deps import TaskServiceDep
+from .deps import OperatorDep, TaskServiceDep
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 UNPROCESSABLE = 422
@@ -53,6 +54,19 @@ class TaskOut(BaseModel):
     enqueued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class DeadLetterOut(BaseModel):
+    task_id: str
+    name: str
+    args: dict[str, Any]
+    positional_args: list[Any]
+    error: str
+    traceback: str | None
+    tries: int
+    queue: str
+    enqueued_at: datetime
+    failed_at: datetime
 
 
 class TaskCancelled(BaseModel):
@@ -124,3 +138,40 @@ async def cancel_task(task_id: TaskId, tasks: TaskServiceDep) -> TaskCancelled:
     except TaskFinishedError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return TaskCancelled(task_id=task_id, status="aborted" if outcome == "aborted" else "aborting")
+
+
+UNAUTHORIZED = problem(401, "OPERATOR_TOKEN is set and the request does not bear it")
+
+
+@router.get("", dependencies=[OperatorDep], responses=UNAUTHORIZED)
+async def list_failed_tasks(
+    tasks: TaskServiceDep,
+    status_filter: Annotated[
+        Literal["failed"], Query(alias="status", description="`failed`: the dead-letter list")
+    ],
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[DeadLetterOut]:
+    """Tasks that failed for good (tries exhausted, or a non-retryable error), the most recent
+    first, with their arguments, error and traceback; kept until retried."""
+    letters = await tasks.dead_letters(limit=limit, offset=offset)
+    return [DeadLetterOut(**vars(letter)) for letter in letters]
+
+
+@router.post(
+    "/{task_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[OperatorDep],
+    responses={**UNAUTHORIZED, **problem(404, "Not among the tasks that failed for good")},
+)
+async def retry_task(
+    task_id: TaskId, tasks: TaskServiceDep, request: Request, response: Response
+) -> TaskAccepted:
+    """Enqueue a dead-lettered task again, under the same id and with the same arguments."""
+    try:
+        await tasks.retry(task_id)
+    except NotDeadLetteredError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    status_url = request.app.url_path_for("get_task", task_id=task_id)
+    response.headers["Location"] = status_url
+    return TaskAccepted(task_id=task_id, status="queued", status_url=status_url)

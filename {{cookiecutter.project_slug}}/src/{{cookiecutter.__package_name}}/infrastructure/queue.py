@@ -31,6 +31,10 @@ FINISHED: frozenset[TaskStatus] = frozenset({"complete", "failed", "aborted"})
 PROGRESS_KEY_PREFIX = "task:progress:"
 HEALTH_CHECK_SUFFIX = ":health-check"
 CLAIM_MS = 5_000
+# Tasks that failed for good: a sorted set of their ids by the time they failed, and one JSON
+# record each (name, arguments, error, traceback, tries, times).
+DEAD_LETTERS_KEY = "task:dead-letters"
+DEAD_LETTER_PREFIX = "task:dead-letter:"
 OUTCOMES_KEY = "task:metrics:outcomes"
 DURATIONS_KEY = "task:metrics:durations"
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"))
@@ -115,6 +119,22 @@ class TaskState:
             data = {"result": self.result, "error": self.error, "tries": self.tries}
             return task_event(self.task_id, self.status, self.progress, self.status, data)
         return task_event(self.task_id, self.status, self.progress, "state", {"tries": self.tries})
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A task that failed for good, as `GET /api/v1/tasks?status=failed` lists it."""
+
+    task_id: str
+    name: str
+    args: dict[str, Any]
+    positional_args: list[Any]
+    error: str
+    traceback: str | None
+    tries: int
+    queue: str
+    enqueued_at: datetime
+    failed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -255,6 +275,68 @@ class TaskQueue:
             durations=_histograms(durations_raw),
         )
 
+    async def dead_letter(self, task_id: str, traceback: str | None) -> None:
+        """Record a task whose stored result is a failure, keeping the newest
+        TASK_DEAD_LETTER_MAX records."""
+        result_raw = await self.pool.get(result_key_prefix + task_id)
+        if not result_raw:
+            return
+        result = deserialize_result(result_raw, deserializer=deserialize)
+        record = {
+            "task_id": task_id,
+            "name": result.function,
+            "args": result.kwargs,
+            "positional_args": list(result.args),
+            "error": str(result.result),
+            "traceback": traceback,
+            "tries": result.job_try,
+            "queue": result.queue_name,
+            "enqueued_at": result.enqueue_time.isoformat(),
+            "failed_at": result.finish_time.isoformat(),
+        }
+        keep = self.settings.task_dead_letter_max
+        async with self.pool.pipeline(transaction=True) as pipe:
+            pipe.set(DEAD_LETTER_PREFIX + task_id, serialize(record))
+            pipe.zadd(DEAD_LETTERS_KEY, {task_id: result.finish_time.timestamp()})
+            pipe.zrange(DEAD_LETTERS_KEY, 0, -keep - 1)
+            *_, overflow = await pipe.execute()
+        if overflow:
+            async with self.pool.pipeline(transaction=True) as pipe:
+                pipe.zrem(DEAD_LETTERS_KEY, *overflow)
+                pipe.delete(*(DEAD_LETTER_PREFIX + old.decode() for old in overflow))
+                await pipe.execute()
+
+    async def dead_letters(self, *, limit: int, offset: int = 0) -> list[DeadLetter]:
+        """Tasks that failed for good, the most recent first."""
+        ids = await self.pool.zrevrange(DEAD_LETTERS_KEY, offset, offset + limit - 1)
+        if not ids:
+            return []
+        records = await self.pool.mget([DEAD_LETTER_PREFIX + task_id.decode() for task_id in ids])
+        return [_dead_letter(deserialize(raw)) for raw in records if raw]
+
+    async def retry(self, task_id: str) -> bool:
+        """Enqueue a dead-lettered task again, under the same id, with its arguments;
+        False when it is not dead-lettered."""
+        raw = await self.pool.get(DEAD_LETTER_PREFIX + task_id)
+        if not raw:
+            return False
+        letter = _dead_letter(deserialize(raw))
+        async with self.pool.pipeline(transaction=True) as pipe:
+            pipe.zrem(DEAD_LETTERS_KEY, task_id)
+            pipe.delete(DEAD_LETTER_PREFIX + task_id)
+            pipe.delete(result_key_prefix + task_id, PROGRESS_KEY_PREFIX + task_id)
+            removed, *_ = await pipe.execute()
+        if not removed:
+            return False  # another retry took it first
+        enqueued = await self.enqueue(
+            letter.name,
+            *letter.positional_args,
+            _job_id=task_id,
+            _queue_name=letter.queue,
+            **letter.args,
+        )
+        return enqueued is not None
+
     async def worker_alive(self, queue: str) -> bool:
         """True while a worker of `queue` has written its heartbeat recently."""
         return bool(await self.pool.exists(queue + HEALTH_CHECK_SUFFIX))
@@ -291,6 +373,16 @@ class TaskQueue:
             await publish_event(self.pool, state.as_event())
 
 
+def _dead_letter(record: dict[str, Any]) -> DeadLetter:
+    return DeadLetter(
+        **{
+            **record,
+            "enqueued_at": datetime.fromisoformat(record["enqueued_at"]),
+            "failed_at": datetime.fromisoformat(record["failed_at"]),
+        }
+    )
+
+
 def _histograms(raw: dict[bytes, bytes]) -> dict[str, Histogram]:
     fields: dict[str, dict[str, str]] = {}
     for field, value in raw.items():
@@ -321,17 +413,25 @@ async def record_try(redis: ArqRedis, task: str, outcome: str, duration_s: float
         await pipe.execute()
 
 
-def open_task_queue(settings: Settings) -> TaskQueue:
-    """A queue client on the queue database; it connects on first use, so a process starts
-    (and reports itself unready) while Redis is down."""
+def open_queue_pool(settings: Settings, *, patient: bool = False) -> ArqRedis:
+    """arq's client on the queue database, with the JSON serializer; see `create_redis` for
+    `patient`. It connects on first use."""
     pool = cast(
         ArqRedis,
-        create_redis(settings, queue=True, decode_responses=False, redis_class=ArqRedis),
+        create_redis(
+            settings, queue=True, decode_responses=False, redis_class=ArqRedis, patient=patient
+        ),
     )
     pool.job_serializer = serialize
     pool.job_deserializer = deserialize
     pool.default_queue_name = settings.task_queue
-    return TaskQueue(pool, settings)
+    return pool
+
+
+def open_task_queue(settings: Settings) -> TaskQueue:
+    """A queue client on the queue database; it connects on first use, so a process starts
+    (and reports itself unready) while Redis is down."""
+    return TaskQueue(open_queue_pool(settings), settings)
 
 
 async def publish_event(redis: ArqRedis, event: TaskEvent) -> None:
@@ -367,10 +467,12 @@ async def task_started(ctx: dict[str, Any]) -> None:
 
 
 async def task_ended(ctx: dict[str, Any]) -> None:
-    """A try ended and arq has stored its outcome: tell followers what it is now (finished,
-    or waiting for its next try)."""
+    """A try ended and arq has stored its outcome: dead-letter a task that failed for good,
+    and tell followers what it is now (finished, or waiting for its next try)."""
     tasks: TaskQueue = ctx["tasks"]
     state = await tasks.state(ctx["job_id"])
+    if state is not None and state.status == "failed":
+        await tasks.dead_letter(state.task_id, ctx.get("failure_traceback"))
     if state is not None:
         event = state.as_event()
         if not state.finished:

@@ -1,14 +1,23 @@
 """The one place that opens connections to {{ "FalkorDB" if cookiecutter.cache_backend == "falkordb" else "Redis" }}."""
 
+import asyncio
+import logging
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..settings import Settings
+
+logger = logging.getLogger(__name__)
+# A patient client waits this long at most between two tries to reach the server.
+PATIENT_MAX_DELAY_S = 2.0
 
 
 def create_redis(
@@ -17,12 +26,15 @@ def create_redis(
     queue: bool = False,
     decode_responses: bool = True,
     redis_class: type[Redis] = Redis,
+    patient: bool = False,
 ) -> Redis:
     """A client with an explicit pool size and timeouts; connections open on first use.
 
     It uses the cache's database (REDIS_URL's), or with `queue` the queue's (REDIS_QUEUE_DB).
     With REDIS_SENTINELS set, it asks the sentinels for the current master before each new
-    connection.
+    connection. A `patient` client (the workers') never gives up while the server is down: it
+    retries connecting and every command, backing off up to PATIENT_MAX_DELAY_S, and goes on
+    when the server is back. The API's client fails at once instead, so that it answers 503.
     """
     url = settings.redis_url
     options: dict[str, Any] = {
@@ -32,6 +44,9 @@ def create_redis(
         "health_check_interval": settings.redis_health_check_interval_s,
         "decode_responses": decode_responses,
     }
+    if patient:
+        options["retry"] = Retry(ExponentialBackoff(cap=PATIENT_MAX_DELAY_S, base=0.05), -1)
+        options["retry_on_error"] = [RedisConnectionError, RedisTimeoutError]
     if settings.redis_sentinels:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             settings.redis_sentinel_hosts,
@@ -43,6 +58,7 @@ def create_redis(
         master: Redis = sentinel.master_for(
             settings.redis_sentinel_master,
             redis_class=redis_class,
+            connection_pool_class=PatientSentinelPool if patient else SentinelConnectionPool,
             db=settings.redis_queue_db if queue else settings.redis_cache_db,
             username=url.username,
             password=url.password,
@@ -50,8 +66,34 @@ def create_redis(
         )
         return master
     target = settings.redis_queue_url if queue else str(url)
+    if patient:
+        return redis_class(connection_pool=PatientPool.from_url(target, **options))
     client: Redis = redis_class.from_url(target, **options)
     return client
+
+
+async def wait_for_connection(pool: ConnectionPool) -> AbstractConnection:
+    """A connection of `pool`, trying again while the server cannot be reached."""
+    delay_s = 0.05
+    while True:
+        try:
+            connection: AbstractConnection = await ConnectionPool.get_connection(pool)
+            return connection
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if delay_s == 0.05:
+                logger.warning("the server is unreachable (%s); waiting for it", exc)
+            await asyncio.sleep(delay_s)
+            delay_s = min(2 * delay_s, PATIENT_MAX_DELAY_S)
+
+
+class PatientPool(ConnectionPool):
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        return await wait_for_connection(self)
+
+
+class PatientSentinelPool(SentinelConnectionPool):
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        return await wait_for_connection(self)
 
 
 async def close_redis(redis: Redis) -> None:

@@ -11,13 +11,16 @@ import functools
 import logging
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from arq import Retry
+from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob, cron
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
+from redis.asyncio import Redis
 
 from ..settings import Settings, get_settings
 from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
@@ -26,6 +29,7 @@ from .queue import (
     NonRetryableError,
     TaskQueue,
     deserialize,
+    open_queue_pool,
     queue_redis_settings,
     record_try,
     serialize,
@@ -66,10 +70,12 @@ def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
             outcome = "retried"
             raise
         except NonRetryableError:
+            ctx["failure_traceback"] = traceback_summary()
             raise
         except Exception as exc:
             job_try: int = ctx["job_try"]
             if job_try >= max_tries:
+                ctx["failure_traceback"] = traceback_summary()
                 raise
             settings: Settings = ctx["settings"]
             delay_s = backoff_s(
@@ -92,6 +98,12 @@ def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
     return run
 
 
+def traceback_summary(limit: int = 4_000) -> str:
+    """The exception being handled, formatted, its last `limit` characters (the innermost
+    frames): enough to see where a task failed, small enough to keep."""
+    return traceback.format_exc()[-limit:]
+
+
 async def count_try(ctx: dict[str, Any], task: str, outcome: str, duration_s: float) -> None:
     """Record the try for /metrics; a metrics failure never changes the task's outcome."""
     try:
@@ -101,11 +113,20 @@ async def count_try(ctx: dict[str, Any], task: str, outcome: str, duration_s: fl
 
 
 async def job_started(ctx: dict[str, Any]) -> None:
-    """Tell the task's followers it started; losing that event never fails the task."""
+    """Take a short lease on the task, and tell its followers it started; losing that event
+    never fails the task."""
+    leases: Leases = ctx["leases"]
     try:
+        await leases.take(ctx["job_id"])
         await task_started(ctx)
     except UNAVAILABLE_ERRORS:
         logger.warning("could not publish the start of %s", ctx["job_id"])
+
+
+async def job_finishing(ctx: dict[str, Any]) -> None:
+    """The try is over: stop renewing its lease (arq then deletes or keeps the claim)."""
+    leases: Leases = ctx["leases"]
+    leases.drop(ctx["job_id"])
 
 
 async def job_ended(ctx: dict[str, Any]) -> None:
@@ -114,6 +135,49 @@ async def job_ended(ctx: dict[str, Any]) -> None:
         await task_ended(ctx)
     except UNAVAILABLE_ERRORS:
         logger.warning("could not publish the end of %s", ctx["job_id"])
+
+
+class Leases:
+    """Short claims on the tasks this worker runs, renewed while they run.
+
+    arq claims a task with an in-progress key that lives job_timeout + 10 s, so a task whose
+    worker was killed waits that long (over 5 minutes by default) before another worker may
+    run it. Here the key lives WORKER_LEASE_S and is renewed every third of that while the task
+    runs: after a crash, the task runs again within WORKER_LEASE_S plus one poll.
+    """
+
+    def __init__(self, redis: Redis, lease_s: float) -> None:
+        self._redis = redis
+        self._lease_ms = int(lease_s * 1000)
+        self._renew_every_s = lease_s / 3
+        self._running: dict[str, asyncio.Task[Any]] = {}
+
+    async def take(self, job_id: str) -> None:
+        """Shorten arq's claim of the task now starting (in this asyncio task) to a lease."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[job_id] = task
+        await self._redis.pexpire(in_progress_key_prefix + job_id, self._lease_ms)
+
+    def drop(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+
+    async def keep(self) -> None:
+        """Renew the leases of running tasks until cancelled; a Redis error skips one round."""
+        while True:
+            await asyncio.sleep(self._renew_every_s)
+            for job_id, task in list(self._running.items()):
+                if task.done():
+                    self.drop(job_id)
+            if not self._running:
+                continue
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for job_id in self._running:
+                        pipe.pexpire(in_progress_key_prefix + job_id, self._lease_ms)
+                    await pipe.execute()
+            except UNAVAILABLE_ERRORS as exc:
+                logger.warning("could not renew the leases of running tasks: %r", exc)
 
 
 def as_worker_function(spec: TaskSpec, settings: Settings) -> Function:
@@ -150,11 +214,14 @@ def on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]
             default_ttl_s=settings.cache_default_ttl_s,
         )
         ctx["tasks"] = TaskQueue(ctx["redis"], settings)
+        ctx["leases"] = leases = Leases(ctx["redis"], settings.worker_lease_s)
+        ctx["lease_keeper"] = asyncio.create_task(leases.keep(), name="lease-keeper")
 
     return startup
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    ctx["lease_keeper"].cancel()
     await close_redis(ctx["cache_redis"])
     await close_sentinels(ctx["redis"])  # arq closes its pool, not the sentinel clients behind it
 
@@ -165,10 +232,15 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
         "functions": [as_worker_function(spec, settings) for spec in TASKS],
         "cron_jobs": [as_cron_job(spec) for spec in CRONS] if with_cron else [],
         "queue_name": queue,
+        # Through an outage the worker waits for the server and goes on when it is back,
+        # instead of exiting (arq's own pool gives up after five tries).
+        "redis_pool": open_queue_pool(settings, patient=True),
+        # What `arq --check` connects with.
         "redis_settings": queue_redis_settings(settings),
         "on_startup": on_startup(settings),
         "on_shutdown": shutdown,
         "on_job_start": job_started,
+        "on_job_end": job_finishing,
         "after_job_end": job_ended,
         "job_serializer": serialize,
         "job_deserializer": deserialize,

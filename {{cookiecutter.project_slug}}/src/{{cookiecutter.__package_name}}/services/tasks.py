@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from ..infrastructure.events import TaskEvent, TaskEventHub
-from ..infrastructure.queue import FINISHED, TaskQueue, TaskState, deserialize
+from ..infrastructure.queue import FINISHED, DeadLetter, TaskQueue, TaskState, deserialize
 from ..settings import Settings
 from ..tasks.registry import API_TASKS
 
@@ -47,6 +47,11 @@ class TaskNotFoundError(LookupError):
 class TaskFinishedError(Exception):
     def __init__(self, task_id: str, status: str) -> None:
         super().__init__(f"Task {task_id!r} has already finished ({status}).")
+
+
+class NotDeadLetteredError(LookupError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"Task {task_id!r} is not among the tasks that failed for good.")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,14 @@ class TaskService:
         if state.status in FINISHED:
             raise TaskFinishedError(task_id, state.status)
         return await self._queue.abort(task_id)
+
+    async def dead_letters(self, *, limit: int, offset: int) -> list[DeadLetter]:
+        return await self._queue.dead_letters(limit=limit, offset=offset)
+
+    async def retry(self, task_id: str) -> None:
+        """Enqueue a task that failed for good again, under its id."""
+        if not await self._queue.retry(task_id):
+            raise NotDeadLetteredError(task_id)
 
     async def follow(self, task_id: str) -> AsyncGenerator[TaskEvent | None]:
         """The task's events, ending with its terminal one: its current state first, then

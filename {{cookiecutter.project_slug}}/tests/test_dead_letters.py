@@ -1,0 +1,170 @@
+"""Tasks that fail for good are dead-lettered, listed and retried over HTTP; with OPERATOR_TOKEN
+set, only a request bearing it may see or retry them."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from arq.worker import Worker
+from pydantic import SecretStr
+
+from {{ cookiecutter.__package_name }}.infrastructure.queue import NonRetryableError, TaskQueue
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
+from {{ cookiecutter.__package_name }}.main import create_app
+from {{ cookiecutter.__package_name }}.settings import Settings
+from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
+
+from .support import serve
+
+FAILED = "/api/v1/tasks?status=failed"
+healthy = {"upstream": False}
+
+
+async def charge_card(ctx: dict[str, Any], order: str, cents: int) -> str:
+    if not healthy["upstream"]:
+        raise ConnectionError(f"payment provider down while charging {order}")
+    return f"charged {order}"
+
+
+async def refuses(ctx: dict[str, Any]) -> None:
+    raise NonRetryableError("the card number is invalid")
+
+
+async def hangs(ctx: dict[str, Any]) -> None:
+    await asyncio.sleep(30)
+
+
+@pytest.fixture(autouse=True)
+def upstream_down() -> None:
+    healthy["upstream"] = False
+
+
+@pytest.fixture
+def run_worker(settings: Settings, make_worker: Callable[..., Worker]) -> Callable[[], Any]:
+    specs = (TaskSpec(charge_card, max_tries=2), TaskSpec(refuses), TaskSpec(hangs, timeout_s=0.2))
+    functions = [as_worker_function(spec, settings) for spec in specs]
+    return lambda: make_worker(functions=functions).main()
+
+
+async def test_a_task_that_exhausts_its_tries_is_listed_then_retried(
+    client: httpx.AsyncClient, task_queue: TaskQueue, run_worker: Callable[[], Any]
+) -> None:
+    task_id = await task_queue.enqueue("charge_card", order="A-17", cents=1299)
+    assert task_id
+    await run_worker()
+    [letter] = (await client.get(FAILED)).json()
+    assert letter["task_id"] == task_id
+    assert (letter["name"], letter["args"], letter["tries"]) == (
+        "charge_card",
+        {"order": "A-17", "cents": 1299},
+        2,
+    )
+    assert letter["error"] == "ConnectionError: payment provider down while charging A-17"
+    assert "in charge_card" in letter["traceback"]
+    assert letter["traceback"].rstrip().endswith(letter["error"])
+    assert letter["queue"] == task_queue.settings.task_queue
+    assert letter["enqueued_at"] <= letter["failed_at"]
+
+    healthy["upstream"] = True
+    retried = await client.post(f"/api/v1/tasks/{task_id}/retry")
+    assert retried.status_code == 202
+    assert retried.json() == {
+        "task_id": task_id,
+        "status": "queued",
+        "status_url": f"/api/v1/tasks/{task_id}",
+    }
+    assert retried.headers["Location"] == f"/api/v1/tasks/{task_id}"
+    assert (await client.get(FAILED)).json() == []
+    await run_worker()
+    state = (await client.get(f"/api/v1/tasks/{task_id}")).json()
+    assert (state["status"], state["result"], state["tries"]) == ("complete", "charged A-17", 1)
+
+
+async def test_non_retryable_errors_and_timeouts_are_dead_lettered(
+    client: httpx.AsyncClient, task_queue: TaskQueue, run_worker: Callable[[], Any]
+) -> None:
+    refused = await task_queue.enqueue("refuses")
+    timed_out = await task_queue.enqueue("hangs")
+    await run_worker()
+    letters = {letter["task_id"]: letter for letter in (await client.get(FAILED)).json()}
+    assert set(letters) == {refused, timed_out}
+    assert letters[refused]["error"] == "NonRetryableError: the card number is invalid"
+    assert letters[refused]["tries"] == 1
+    assert letters[timed_out]["error"].startswith("TimeoutError")
+
+
+async def test_completed_and_aborted_tasks_are_not_dead_lettered(
+    client: httpx.AsyncClient, task_queue: TaskQueue, run_worker: Callable[[], Any]
+) -> None:
+    healthy["upstream"] = True
+    await task_queue.enqueue("charge_card", order="B-1", cents=1)
+    aborted = await task_queue.enqueue("charge_card", order="B-2", cents=1)
+    assert aborted
+    assert (await client.delete(f"/api/v1/tasks/{aborted}")).status_code == 202
+    await run_worker()
+    assert (await client.get(FAILED)).json() == []
+
+
+async def test_the_list_keeps_the_newest_and_pages(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    task_queue: TaskQueue,
+    make_worker: Callable[..., Worker],
+) -> None:
+    settings.task_dead_letter_max = 2
+    ids = [await task_queue.enqueue("refuses") for _ in range(3)]
+    functions = [as_worker_function(TaskSpec(refuses), settings)]
+    for _ in ids:  # one at a time, so that they fail in order
+        await make_worker(functions=functions, max_burst_jobs=1).main()
+    assert [item["task_id"] for item in (await client.get(FAILED)).json()] == ids[:0:-1]
+    page = (await client.get(FAILED + "&limit=1&offset=1")).json()
+    assert [item["task_id"] for item in page] == [ids[1]]
+
+
+@pytest.mark.parametrize(
+    "query", ["status=complete", "", "status=failed&limit=0", "status=failed&offset=-1"]
+)
+async def test_bad_queries_get_422(client: httpx.AsyncClient, query: str) -> None:
+    reply = await client.get(f"/api/v1/tasks?{query}")
+    assert reply.status_code == 422
+    assert reply.json()["detail"]
+
+
+async def test_retrying_a_task_that_is_not_dead_lettered_is_a_404(
+    client: httpx.AsyncClient,
+) -> None:
+    reply = await client.post("/api/v1/tasks/never-failed/retry")
+    assert reply.status_code == 404
+    assert "never-failed" in reply.json()["detail"]
+
+
+async def test_with_an_operator_token_only_its_bearer_passes(
+    settings: Settings, task_queue: TaskQueue, run_worker: Callable[[], Any]
+) -> None:
+    token = "a-long-operator-token-for-tests"
+    settings = settings.model_copy(update={"operator_token": SecretStr(token)})
+    task_id = await task_queue.enqueue("refuses")
+    await run_worker()
+    async with serve(create_app(settings)) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+            listed = await client.get(FAILED, headers=headers)
+            assert listed.status_code == 401, headers
+            assert listed.headers["WWW-Authenticate"] == "Bearer"
+            assert "operator token" in listed.json()["detail"]
+            retried = await client.post(f"/api/v1/tasks/{task_id}/retry", headers=headers)
+            assert retried.status_code == 401
+        assert (await client.get(f"/api/v1/tasks/{task_id}")).json()["status"] == "failed"
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert [item["task_id"] for item in (await client.get(FAILED, headers=bearer)).json()] == [
+            task_id
+        ]
+        retried = await client.post(f"/api/v1/tasks/{task_id}/retry", headers=bearer)
+        assert retried.status_code == 202
+
+
+def test_a_short_operator_token_is_refused() -> None:
+    with pytest.raises(ValueError, match="OPERATOR_TOKEN must be at least 16 characters"):
+        Settings(operator_token="short", _env_file=None)
+    assert Settings(operator_token="", _env_file=None).operator_token is None

@@ -1,0 +1,126 @@
+"""A real outage: a redis-server with AOF persistence stopped under a running API and worker,
+then restarted on its files. The API answers 503 meanwhile and recovers; the worker waits and
+goes on; nothing queued before the outage is lost."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from redis.exceptions import RedisError
+
+from {{ cookiecutter.__package_name }}.embedded_redis import free_port, locate_binaries
+from {{ cookiecutter.__package_name }}.main import create_app
+from {{ cookiecutter.__package_name }}.settings import Settings
+
+from .support import serve
+
+DEADLINE_S = 20.0
+ARQ = str(Path(sys.executable).with_name("arq"))
+
+
+class AofServer:
+    """redis-server on a fixed port and folder, with the compose file's persistence (AOF)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        server, module = locate_binaries()
+        command = [
+            server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            "--appendonly", "yes", "--save", "", "--logfile", str(self.folder / "redis.log"),
+        ]  # fmt: skip
+        if module:
+            command += ["--loadmodule", module]
+        self.process = subprocess.Popen(command)
+        with Redis(port=self.port, socket_connect_timeout=0.5) as client:
+            for _ in range(200):
+                try:
+                    if client.ping():
+                        return
+                except RedisError:
+                    time.sleep(0.05)
+        raise AssertionError((self.folder / "redis.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        """SIGTERM, as `docker compose restart cache` sends: the server flushes its AOF."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(DEADLINE_S)
+            self.process = None
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[AofServer]:
+    aof = AofServer(tmp_path)
+    aof.start()
+    try:
+        yield aof
+    finally:
+        aof.stop()
+
+
+@pytest.fixture
+def worker(server: AofServer, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`arq ...WorkerSettings` on that server, as deployed."""
+    env = {**os.environ, "REDIS_URL": server.url, "WORKER_POLL_DELAY_S": "0.05"}
+    with (tmp_path / "worker.log").open("ab") as log:
+        process = subprocess.Popen(
+            [ARQ, "{{ cookiecutter.__package_name }}.infrastructure.tasks.WorkerSettings"],
+            env=env, cwd=tmp_path, stdout=log, stderr=log,
+        )  # fmt: skip
+    yield process
+    process.kill()
+    process.wait()
+
+
+async def eventually(probe: Callable[[], Awaitable[bool]]) -> None:
+    async with asyncio.timeout(DEADLINE_S):
+        while not await probe():  # noqa: ASYNC110 - polling a service from outside
+            await asyncio.sleep(0.1)
+
+
+async def test_the_service_rides_out_an_outage_and_loses_no_queued_task(
+    server: AofServer, worker: subprocess.Popen[bytes]
+) -> None:
+    settings = Settings(redis_url=server.url, environment="test", _env_file=None)
+    async with serve(create_app(settings)) as client:
+
+        async def workers_alive() -> bool:
+            reply = await client.get("/health/ready")
+            return reply.status_code == 200 and "alive" in reply.json()["workers"].values()
+
+        await eventually(workers_alive)
+        body = {"name": "example_task", "args": {"message": "m", "steps": 1}, "defer_by": 3}
+        urls = [(await client.post("/api/v1/tasks", json=body)).headers["Location"] for _ in "abc"]
+
+        server.stop()
+        for reply in (await client.get(urls[0]), await client.post("/api/v1/tasks", json=body)):
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["detail"].startswith("The task queue is unreachable")
+            assert reply.headers["Retry-After"] == "5"
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"] != "ok"
+        assert (await client.get("/health/live")).status_code == 200
+        await asyncio.sleep(1)
+        assert worker.poll() is None, "the worker exited during the outage"
+
+        server.start()
+
+        async def all_complete() -> bool:
+            replies = [await client.get(url) for url in urls]
+            return all(r.status_code == 200 and r.json()["status"] == "complete" for r in replies)
+
+        await eventually(all_complete)
+        assert worker.poll() is None
+        assert await workers_alive()
