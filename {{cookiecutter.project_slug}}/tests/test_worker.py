@@ -231,8 +231,15 @@ async def test_a_pickled_payload_planted_in_redis_is_never_executed(
     payload = pickle.dumps({"t": 1, "f": "example_task", "a": [Planted(marker)], "k": {}, "et": 1})
     await task_queue.pool.set("arq:job:planted", payload)
     await task_queue.pool.zadd(task_queue.settings.task_queue, {"planted": 1})
+    waiting = await task_queue.state("planted")
+    assert waiting is not None
+    assert (waiting.status, waiting.name) == ("queued", "<unreadable>")
     await make_worker().main()
     assert not marker.exists()
+    state = await task_queue.state("planted")
+    assert state is not None
+    assert (state.status, state.tries) == ("failed", 1)
+    assert state.error == "DeserializationError: unable to deserialize job"
 
 
 def test_backoff_grows_and_is_capped() -> None:

@@ -160,3 +160,28 @@ async def test_sigterm_lets_running_tasks_finish_and_starts_no_new_ones(
     assert await asyncio.to_thread(worker.wait, DEADLINE_S) == 0
     assert await running() == "complete"  # finished within WORKER_JOB_COMPLETION_WAIT_S
     assert await waiting() == "queued"  # left for the next worker
+
+
+async def test_three_workers_run_each_of_300_tasks_exactly_once(
+    client: httpx.AsyncClient, start_worker: StartWorker, task_queue: TaskQueue
+) -> None:
+    """Three worker processes compete for 300 tasks; each task runs once, none is retried."""
+    for _ in range(3):
+        start_worker("WorkerSettings")
+
+    await eventually(lambda: task_queue.worker_alive(task_queue.settings.task_queue), True)
+    ids = [
+        await task_queue.enqueue("example_task", message=str(n), steps=1, delay_s=0)
+        for n in range(300)
+    ]
+
+    async def finished() -> int:
+        states = await asyncio.gather(*(task_queue.state(str(task_id)) for task_id in ids))
+        return sum(1 for state in states if state and state.status == "complete")
+
+    await eventually(finished, 300, timeout_s=60)
+    states = await asyncio.gather(*(task_queue.state(str(task_id)) for task_id in ids))
+    assert {state.tries for state in states if state} == {1}
+    assert [state.result["message"] for state in states if state] == [str(n) for n in range(300)]
+    metrics = await task_queue.metrics()
+    assert metrics.outcomes == {("example_task", "complete"): 300}

@@ -52,6 +52,7 @@ class TaskEventHub:
         self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {}
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._closed = False
 
     @asynccontextmanager
     async def subscribe(self, task_id: str) -> AsyncIterator[asyncio.Queue[bytes]]:
@@ -75,6 +76,10 @@ class TaskEventHub:
                     await self._pubsub.unsubscribe(channel)
 
     async def close(self) -> None:
+        # The flag, as well as the cancel: on Python 3.11 a cancellation can be lost inside
+        # redis-py's reads (asyncio.wait_for), and the loop must still end.
+        self._closed = True
+        self._changed.set()
         if self._reader is not None:
             self._reader.cancel()
             with suppress(asyncio.CancelledError):
@@ -82,7 +87,7 @@ class TaskEventHub:
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self) -> None:
-        while True:
+        while not self._closed:
             if not self._subscribers:
                 self._changed.clear()
                 await self._changed.wait()

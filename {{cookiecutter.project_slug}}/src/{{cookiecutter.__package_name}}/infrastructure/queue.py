@@ -30,6 +30,7 @@ TaskStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", 
 FINISHED: frozenset[TaskStatus] = frozenset({"complete", "failed", "aborted"})
 PROGRESS_KEY_PREFIX = "task:progress:"
 HEALTH_CHECK_SUFFIX = ":health-check"
+UNREADABLE = "<unreadable>"
 CLAIM_MS = 5_000
 # Tasks that failed for good: a sorted set of their ids by the time they failed, and one JSON
 # record each (name, arguments, error, traceback, tries, times).
@@ -207,7 +208,11 @@ class TaskQueue:
             )
         if not job_raw:
             return None
-        job = deserialize_job(job_raw, deserializer=deserialize)
+        try:
+            job = deserialize_job(job_raw, deserializer=deserialize)
+            name, enqueued_at = job.function, job.enqueue_time
+        except SerializationError:  # not written by this service: a worker will fail it
+            name, enqueued_at = UNREADABLE, None
         score = next((score for score in scores if score is not None), None)
         if running:
             status = "in_progress"
@@ -217,13 +222,13 @@ class TaskQueue:
             status = "queued"
         return TaskState(
             task_id=task_id,
-            name=job.function,
+            name=name,
             status=status,
             progress=progress,
             result=None,
             error=None,
             tries=int(tries_raw or 0),
-            enqueued_at=job.enqueue_time,
+            enqueued_at=enqueued_at,
             started_at=None,
             finished_at=None,
         )

@@ -47,6 +47,11 @@ def create_redis(
     if patient:
         options["retry"] = Retry(ExponentialBackoff(cap=PATIENT_MAX_DELAY_S, base=0.05), -1)
         options["retry_on_error"] = [RedisConnectionError, RedisTimeoutError]
+        # No socket timeout (arq's choice too): on Python 3.11, the asyncio.wait_for that
+        # redis-py wraps each send in can swallow a cancellation, and a worker told to stop
+        # would go on polling. Keep-alive probes find a dead peer instead.
+        options["socket_timeout"] = None
+        options["socket_keepalive"] = True
     if settings.redis_sentinels:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             settings.redis_sentinel_hosts,
