@@ -193,6 +193,24 @@ def test_compose_follows_options(combo: Combo, bake: Callable[[Combo], Path]) ->
     assert all(port.startswith("127.0.0.1:") for port in services[ui]["ports"])
 
 
+@pytest.mark.parametrize("combo", combo_params(lambda combo: combo.has_tasks))
+def test_secrets_are_fresh_and_stay_local(combo: Combo, bake: Callable[[Combo], Path]) -> None:
+    """.env is git-ignored and holds random secrets; .env.example holds none."""
+    project = bake(combo)
+    assert ".env" in (project / ".gitignore").read_text().splitlines()
+
+    def values(name: str) -> dict[str, str]:
+        lines = (project / name).read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+
+    example, local = values(".env.example"), values(".env")
+    assert (example["REDIS_PASSWORD"], example["OPERATOR_TOKEN"]) == ("change-me", "")
+    for secret in ("REDIS_PASSWORD", "OPERATOR_TOKEN"):
+        assert len(local[secret]) >= 40
+        assert local[secret] != example[secret]
+    assert local["REDIS_PASSWORD"] != local["OPERATOR_TOKEN"]
+
+
 @pytest.mark.parametrize("combo", combo_params(lambda combo: combo.ci == "github"))
 def test_workflow_follows_options(combo: Combo, bake: Callable[[Combo], Path]) -> None:
     """It checks the project on the chosen Python with a server container when there is one."""
