@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError
+from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError, free_port
 from .settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Using REDIS_URL from the environment or .env.", flush=True)
         return run(commands, env)
     try:
-        server = EmbeddedRedis()
+        server = EmbeddedRedis(port=free_port(avoid={args.port}))
         server.start()
     except EmbeddedRedisUnavailableError as exc:
         print(f"Cannot start an embedded server: {exc}", file=sys.stderr)

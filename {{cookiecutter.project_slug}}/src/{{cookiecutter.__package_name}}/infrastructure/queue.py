@@ -302,7 +302,9 @@ class TaskQueue:
         keep = self.settings.task_dead_letter_max
         async with self.pool.pipeline(transaction=True) as pipe:
             pipe.set(DEAD_LETTER_PREFIX + task_id, serialize(record))
-            pipe.zadd(DEAD_LETTERS_KEY, {task_id: result.finish_time.timestamp()})
+            # Ordered by when it was recorded, to the microsecond: tries that fail within one
+            # millisecond (arq's resolution) still list newest first.
+            pipe.zadd(DEAD_LETTERS_KEY, {task_id: time.time()})
             pipe.zrange(DEAD_LETTERS_KEY, 0, -keep - 1)
             *_, overflow = await pipe.execute()
         if overflow:
