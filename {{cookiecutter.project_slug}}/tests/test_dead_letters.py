@@ -114,10 +114,11 @@ async def test_the_list_keeps_the_newest_and_pages(
     make_worker: Callable[..., Worker],
 ) -> None:
     settings.task_dead_letter_max = 2
-    ids = [await task_queue.enqueue("refuses") for _ in range(3)]
     functions = [as_worker_function(TaskSpec(refuses), settings)]
-    for _ in ids:  # one at a time, so that they fail in order
-        await make_worker(functions=functions, max_burst_jobs=1).main()
+    ids: list[str | None] = []
+    for _ in range(3):  # one at a time, so that they fail in this order
+        ids.append(await task_queue.enqueue("refuses"))
+        await make_worker(functions=functions).main()
     assert [item["task_id"] for item in (await client.get(FAILED)).json()] == ids[:0:-1]
     page = (await client.get(FAILED + "&limit=1&offset=1")).json()
     assert [item["task_id"] for item in page] == [ids[1]]

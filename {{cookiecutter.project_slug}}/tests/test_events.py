@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-DEADLINE_S = 15.0
+DEADLINE_S = 30.0  # an upper bound for slow, loaded machines, not a timing claim
 Event = dict[str, Any]
 
 
