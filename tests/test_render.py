@@ -59,6 +59,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/api/events.py",
             "src/{pkg}/api/metrics.py",
             "src/{pkg}/api/tasks.py",
+            "src/{pkg}/bench.py",
             "src/{pkg}/dev.py",
             "src/{pkg}/embedded_redis.py",
             "src/{pkg}/infrastructure/events.py",
@@ -72,6 +73,8 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/tasks/example.py",
             "src/{pkg}/tasks/maintenance.py",
             "src/{pkg}/tasks/registry.py",
+            "src/{pkg}/worker.py",
+            "tests/test_bench.py",
             "tests/test_cron.py",
             "tests/test_dead_letters.py",
             "tests/test_dev.py",
@@ -83,6 +86,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "tests/test_sentinel.py",
             "tests/test_sessions.py",
             "tests/test_tasks_api.py",
+            "tests/test_wake_up.py",
             "tests/test_worker.py",
             "tests/test_worker_cli.py",
         },
@@ -176,10 +180,10 @@ def test_compose_follows_options(combo: Combo, bake: Callable[[Combo], Path]) ->
         return
     ui = "falkordb-browser" if combo.cache_backend == "falkordb" else "redis-commander"
     assert set(services) == {"api", "worker", "worker-slow", "cache", ui}
-    for worker, settings in [("worker", "WorkerSettings"), ("worker-slow", "SlowWorkerSettings")]:
-        dotted = f"{combo.package}.infrastructure.tasks.{settings}"
-        assert services[worker]["command"] == ["arq", dotted]
-        assert services[worker]["healthcheck"]["test"] == ["CMD", "arq", "--check", dotted]
+    for worker, queue in [("worker", []), ("worker-slow", ["--queue", "slow"])]:
+        command = ["python", "-m", f"{combo.package}.worker", *queue]
+        assert services[worker]["command"] == command
+        assert services[worker]["healthcheck"]["test"] == ["CMD", *command, "--check"]
         assert "ports" not in services[worker]
         assert services[worker]["environment"] == services["api"]["environment"]
     cache = services["cache"]

@@ -21,7 +21,6 @@ from {{ cookiecutter.__package_name }}.settings import Settings
 from .support import serve
 
 DEADLINE_S = 20.0
-ARQ = str(Path(sys.executable).with_name("arq"))
 
 
 class AofServer:
@@ -71,11 +70,11 @@ def server(tmp_path: Path) -> Iterator[AofServer]:
 
 @pytest.fixture
 def worker(server: AofServer, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`arq ...WorkerSettings` on that server, as deployed."""
+    """`python -m ....worker` on that server, as deployed."""
     env = {**os.environ, "REDIS_URL": server.url, "WORKER_POLL_DELAY_S": "0.05"}
     with (tmp_path / "worker.log").open("ab") as log:
         process = subprocess.Popen(
-            [ARQ, "{{ cookiecutter.__package_name }}.infrastructure.tasks.WorkerSettings"],
+            [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"],
             env=env, cwd=tmp_path, stdout=log, stderr=log,
         )  # fmt: skip
     yield process

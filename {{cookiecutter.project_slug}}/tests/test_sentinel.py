@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from arq.worker import Worker
 from redis import Redis
 from redis.exceptions import RedisError
 
 from {{ cookiecutter.__package_name }}.embedded_redis import free_port, locate_binaries
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import worker_settings
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import Worker, worker_settings
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from arq.worker import Worker
 
 from {{ cookiecutter.__package_name }}.infrastructure import queue as queue_module
 from {{ cookiecutter.__package_name }}.infrastructure.queue import (
@@ -20,7 +19,7 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     enqueue_task,
     get_task_pool,
 )
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function, backoff_s
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import Worker, as_worker_function, backoff_s
 from {{ cookiecutter.__package_name }}.settings import Settings, get_settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 

@@ -1,5 +1,5 @@
-"""The worker as users run it: `arq <package>.infrastructure.tasks.WorkerSettings` in its own
-process, and `arq --check` telling whether a worker is alive."""
+"""The worker as users run it: `python -m <package>.worker` in its own process, and its
+`--check` telling whether a worker is alive."""
 
 import asyncio
 import os
@@ -16,8 +16,7 @@ import pytest
 
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 
-SETTINGS = "{{ cookiecutter.__package_name }}.infrastructure.tasks."
-ARQ = str(Path(sys.executable).with_name("arq"))
+WORKER = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"]
 DEADLINE_S = 15.0
 StartWorker = Callable[[str], subprocess.Popen[bytes]]
 
@@ -29,13 +28,13 @@ def arq_env(redis_url: str) -> dict[str, str]:
 
 @pytest.fixture
 def start_worker(arq_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorker]:
-    """Start `arq <settings>` processes; each is killed after the test."""
+    """Start worker processes of a queue; each is killed after the test."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(settings_name: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / f"{settings_name}.log").open("ab") as log:
+    def start(queue: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{queue}.log").open("ab") as log:
             process = subprocess.Popen(
-                [ARQ, SETTINGS + settings_name], env=arq_env, cwd=tmp_path, stdout=log, stderr=log
+                [*WORKER, "--queue", queue], env=arq_env, cwd=tmp_path, stdout=log, stderr=log
             )
         processes.append(process)
         return process
@@ -46,10 +45,10 @@ def start_worker(arq_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorke
         process.wait()
 
 
-async def worker_check(arq_env: dict[str, str], settings_name: str) -> int:
-    """`arq --check`: 0 while a worker of these settings sends heartbeats."""
+async def worker_check(arq_env: dict[str, str], queue: str) -> int:
+    """`--check`: 0 while a worker of the queue sends heartbeats."""
     process = await asyncio.create_subprocess_exec(
-        ARQ, "--check", SETTINGS + settings_name, env=arq_env,
+        *WORKER, "--queue", queue, "--check", env=arq_env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     return await process.wait()
@@ -69,10 +68,10 @@ async def eventually(
 async def test_cli_worker_runs_tasks_and_its_health_check_follows_it(
     client: httpx.AsyncClient, start_worker: StartWorker, arq_env: dict[str, str]
 ) -> None:
-    """It runs a task submitted over HTTP; `arq --check` passes while the worker lives and
+    """It runs a task submitted over HTTP; `--check` passes while the worker lives and
     fails within the heartbeat window once it is killed."""
-    assert await worker_check(arq_env, "WorkerSettings") != 0
-    worker = start_worker("WorkerSettings")
+    assert await worker_check(arq_env, "default") != 0
+    worker = start_worker("default")
     body = {"name": "example_task", "args": {"message": "via cli", "steps": 2, "delay_s": 0.01}}
     url = (await client.post("/api/v1/tasks", json=body)).headers["Location"]
 
@@ -80,19 +79,19 @@ async def test_cli_worker_runs_tasks_and_its_health_check_follows_it(
         return str((await client.get(url)).json()["status"])
 
     await eventually(status, "complete")
-    await eventually(lambda: worker_check(arq_env, "WorkerSettings"), 0)
+    await eventually(lambda: worker_check(arq_env, "default"), 0)
     ready = (await client.get("/health/ready")).json()
     assert "alive" in ready["workers"].values()
     worker.kill()
     worker.wait()
-    await eventually(lambda: worker_check(arq_env, "WorkerSettings"), 1)
+    await eventually(lambda: worker_check(arq_env, "default"), 1)
 
 
 async def test_slow_queue_has_its_own_worker(
     task_queue: TaskQueue, start_worker: StartWorker, arq_env: dict[str, str]
 ) -> None:
-    """It serves the slow queue with SlowWorkerSettings, which the default worker leaves alone."""
-    start_worker("WorkerSettings")
+    """A worker of the slow queue serves it; the default worker leaves it alone."""
+    start_worker("default")
     slow_queue = task_queue.settings.slow_task_queue
     task_id = await task_queue.enqueue(
         "example_task", message="slow", steps=1, delay_s=0, _queue_name=slow_queue
@@ -103,10 +102,10 @@ async def test_slow_queue_has_its_own_worker(
         state = await task_queue.state(task_id)
         return state.status if state else "missing"
 
-    await eventually(lambda: worker_check(arq_env, "WorkerSettings"), 0)
+    await eventually(lambda: worker_check(arq_env, "default"), 0)
     await asyncio.sleep(0.5)
     assert await status() == "queued"
-    start_worker("SlowWorkerSettings")
+    start_worker("slow")
     await eventually(status, "complete")
 
 
@@ -126,7 +125,7 @@ async def test_a_task_of_a_killed_worker_runs_again_within_the_lease(
 ) -> None:
     """SIGKILL mid-task loses nothing: once the lease (WORKER_LEASE_S, 10 s) of the dead
     worker lapses, another worker runs the task again; arq alone would wait 310 s."""
-    first = start_worker("WorkerSettings")
+    first = start_worker("default")
     status = await submit(client, steps=40, delay_s=0.1)
     await eventually(status, "in_progress")
     [claim] = [key async for key in task_queue.pool.scan_iter(match="arq:in-progress:*")]
@@ -134,7 +133,7 @@ async def test_a_task_of_a_killed_worker_runs_again_within_the_lease(
     first.kill()
     first.wait()
     killed = time.monotonic()
-    start_worker("WorkerSettings")
+    start_worker("default")
     await eventually(status, "complete", timeout_s=30)
     assert time.monotonic() - killed < 30
     task_id = claim.decode().removeprefix("arq:in-progress:")
@@ -146,11 +145,11 @@ async def test_a_task_of_a_killed_worker_runs_again_within_the_lease(
 async def test_sigterm_lets_running_tasks_finish_and_starts_no_new_ones(
     client: httpx.AsyncClient, start_worker: StartWorker, tmp_path: Path
 ) -> None:
-    worker = start_worker("WorkerSettings")
+    worker = start_worker("default")
     running = await submit(client, steps=10, delay_s=0.2)
     await eventually(running, "in_progress")
     worker.send_signal(signal.SIGTERM)
-    log = tmp_path / "WorkerSettings.log"
+    log = tmp_path / "default.log"
 
     async def stopped_picking() -> bool:
         return "allow_pick_jobs to `False`" in log.read_text()
@@ -167,7 +166,7 @@ async def test_three_workers_run_each_of_300_tasks_exactly_once(
 ) -> None:
     """Three worker processes compete for 300 tasks; each task runs once, none is retried."""
     for _ in range(3):
-        start_worker("WorkerSettings")
+        start_worker("default")
 
     await eventually(lambda: task_queue.worker_alive(task_queue.settings.task_queue), True)
     ids = [

@@ -20,12 +20,12 @@ from .settings import Settings
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-WORKERS = ("WorkerSettings", "SlowWorkerSettings")
+QUEUES = ("default", "slow")
 
 
-def worker_command(settings_name: str, *, reload: bool) -> list[str]:
-    command = [sys.executable, "-m", "arq", f"{__package__}.infrastructure.tasks.{settings_name}"]
-    return [*command, "--watch", str(PACKAGE_DIR)] if reload else command
+def worker_command(queue: str, *, reload: bool) -> list[str]:
+    command = [sys.executable, "-m", f"{__package__}.worker", "--queue", queue]
+    return [*command, "--reload"] if reload else command
 
 
 def api_command(host: str, port: int, *, reload: bool) -> list[str]:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     reload = not args.no_reload
     commands = [api_command(args.host, args.port, reload=reload)]
-    commands += [worker_command(name, reload=reload) for name in WORKERS]
+    commands += [worker_command(queue, reload=reload) for queue in QUEUES]
     env = dict(os.environ)
     print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
     if "redis_url" in Settings().model_fields_set:

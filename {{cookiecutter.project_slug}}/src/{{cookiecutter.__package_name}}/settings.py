@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=10, gt=0)
     worker_job_timeout_s: float = Field(default=300.0, gt=0)
     worker_keep_result_s: float = Field(default=3600.0, gt=0)
-    worker_poll_delay_s: float = Field(default=0.05, gt=0)
+    worker_poll_delay_s: float = Field(default=0.5, gt=0)
     worker_max_tries: int = Field(default=3, gt=0)
     worker_retry_delay_s: float = Field(default=1.0, ge=0)
     worker_retry_max_delay_s: float = Field(default=300.0, ge=0)

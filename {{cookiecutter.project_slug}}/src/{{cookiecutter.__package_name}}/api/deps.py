@@ -1,4 +1,8 @@
-"""FastAPI dependencies, each named once as an `Annotated` alias."""
+"""FastAPI dependencies, each named once as an `Annotated` alias.
+
+They are `async def` though they only read `app.state`: FastAPI runs a plain `def` dependency
+in its thread pool, a hop that costs more than the work.
+"""
 
 {% if cookiecutter.cache_backend != "none" -%}
 import secrets
@@ -23,12 +27,12 @@ from ..services.tasks import TaskService
 from ..settings import Settings
 
 
-def get_app_settings(connection: HTTPConnection) -> Settings:
+async def get_app_settings(connection: HTTPConnection) -> Settings:
     settings: Settings = connection.app.state.settings
     return settings
 
 
-def get_cache(connection: HTTPConnection) -> Cache:
+async def get_cache(connection: HTTPConnection) -> Cache:
     cache: Cache = connection.app.state.cache
     return cache
 
@@ -36,25 +40,29 @@ def get_cache(connection: HTTPConnection) -> Cache:
 {%- if cookiecutter.cache_backend != "none" %}
 
 
-def get_task_queue(connection: HTTPConnection) -> TaskQueue:
+async def get_task_queue(connection: HTTPConnection) -> TaskQueue:
     queue: TaskQueue = connection.app.state.task_queue
     return queue
 
 
-def get_task_service(connection: HTTPConnection) -> TaskService:
-    events: TaskEventHub = connection.app.state.task_events
-    return TaskService(get_task_queue(connection), events, get_app_settings(connection))
+async def get_task_service(connection: HTTPConnection) -> TaskService:
+    state = connection.app.state
+    queue: TaskQueue = state.task_queue
+    events: TaskEventHub = state.task_events
+    settings: Settings = state.settings
+    return TaskService(queue, events, settings)
 
 
 bearer = HTTPBearer(auto_error=False, description="OPERATOR_TOKEN, when one is set")
 
 
-def require_operator(
+async def require_operator(
     connection: HTTPConnection,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     """With OPERATOR_TOKEN set, only a request bearing it passes; 401 otherwise."""
-    token = get_app_settings(connection).operator_token
+    settings: Settings = connection.app.state.settings
+    token = settings.operator_token
     if token is None:
         return
     given = credentials.credentials.encode() if credentials else b""
@@ -67,12 +75,12 @@ def require_operator(
 {%- endif %}
 
 
-def get_readiness_checks(connection: HTTPConnection) -> dict[str, Check]:
+async def get_readiness_checks(connection: HTTPConnection) -> dict[str, Check]:
     checks: dict[str, Check] = connection.app.state.readiness_checks
     return checks
 
 
-def get_worker_probes(connection: HTTPConnection) -> dict[str, WorkerProbe]:
+async def get_worker_probes(connection: HTTPConnection) -> dict[str, WorkerProbe]:
     probes: dict[str, WorkerProbe] = connection.app.state.worker_probes
     return probes
 

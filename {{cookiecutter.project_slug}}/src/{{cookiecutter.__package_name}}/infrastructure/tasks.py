@@ -1,5 +1,5 @@
-"""The worker: `arq {{ cookiecutter.__package_name }}.infrastructure.tasks.WorkerSettings` (default queue and cron
-jobs) and `arq {{ cookiecutter.__package_name }}.infrastructure.tasks.SlowWorkerSettings` (the slow queue).
+"""The worker: `python -m {{ cookiecutter.__package_name }}.worker` runs `Worker` with `WorkerSettings` (default queue
+and cron jobs), `--queue slow` with `SlowWorkerSettings` (the slow queue).
 
 Every arq option we rely on is set here explicitly, from the settings; docs/background-tasks.md
 explains each value. Tasks are plain `async def task(ctx, ...)` functions listed in
@@ -9,15 +9,19 @@ explains each value. Tasks are plain `async def task(ctx, ...)` functions listed
 import asyncio
 import functools
 import logging
+import logging.config
 import random
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, cast
 
+import arq.worker
 from arq import Retry
 from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob, cron
+from arq.logs import default_log_config
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
 from redis.asyncio import Redis
@@ -28,13 +32,14 @@ from .cache import Cache
 from .queue import (
     NonRetryableError,
     TaskQueue,
+    TryOutcome,
     deserialize,
     open_queue_pool,
     queue_redis_settings,
-    record_try,
     serialize,
     task_ended,
     task_started,
+    wake_channel,
 )
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
 
@@ -65,6 +70,7 @@ def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
                 message = f"{function.__name__} returned a bad result: {exc}"
                 raise NonRetryableError(message) from exc
             outcome = "complete"
+            ctx["task_result"] = result
             return result
         except Retry:
             outcome = "retried"
@@ -93,7 +99,8 @@ def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
             outcome = "cancelled"
             raise
         finally:
-            await count_try(ctx, function.__name__, outcome, time.monotonic() - started)
+            # Recorded with the end of the try (job_ended), in the same round trip.
+            ctx["try_outcome"] = TryOutcome(function.__name__, outcome, time.monotonic() - started)
 
     return run
 
@@ -104,21 +111,13 @@ def traceback_summary(limit: int = 4_000) -> str:
     return traceback.format_exc()[-limit:]
 
 
-async def count_try(ctx: dict[str, Any], task: str, outcome: str, duration_s: float) -> None:
-    """Record the try for /metrics; a metrics failure never changes the task's outcome."""
-    try:
-        await record_try(ctx["redis"], task, outcome, duration_s)
-    except UNAVAILABLE_ERRORS:
-        logger.warning("could not record the metrics of %s", ctx["job_id"])
-
-
 async def job_started(ctx: dict[str, Any]) -> None:
     """Take a short lease on the task, and tell its followers it started; losing that event
     never fails the task."""
     leases: Leases = ctx["leases"]
+    leases.take(ctx["job_id"])
     try:
-        await leases.take(ctx["job_id"])
-        await task_started(ctx)
+        await task_started(ctx, lease_ms=leases.lease_ms)
     except UNAVAILABLE_ERRORS:
         logger.warning("could not publish the start of %s", ctx["job_id"])
 
@@ -130,11 +129,12 @@ async def job_finishing(ctx: dict[str, Any]) -> None:
 
 
 async def job_ended(ctx: dict[str, Any]) -> None:
-    """Tell the task's followers how the try ended, once arq has stored the outcome."""
+    """Once arq has stored the outcome: count the try for /metrics and tell the task's
+    followers how it ended. Neither failing ever changes the task's outcome."""
     try:
-        await task_ended(ctx)
+        await task_ended(ctx, ctx.get("try_outcome"))
     except UNAVAILABLE_ERRORS:
-        logger.warning("could not publish the end of %s", ctx["job_id"])
+        logger.warning("could not record or publish the end of %s", ctx["job_id"])
 
 
 class Leases:
@@ -148,16 +148,16 @@ class Leases:
 
     def __init__(self, redis: Redis, lease_s: float) -> None:
         self._redis = redis
-        self._lease_ms = int(lease_s * 1000)
+        self.lease_ms = int(lease_s * 1000)
         self._renew_every_s = lease_s / 3
         self._running: dict[str, asyncio.Task[Any]] = {}
 
-    async def take(self, job_id: str) -> None:
-        """Shorten arq's claim of the task now starting (in this asyncio task) to a lease."""
+    def take(self, job_id: str) -> None:
+        """Renew, from now on, the claim of the task starting in this asyncio task; the
+        caller shortens arq's claim to `lease_ms` (`task_started`)."""
         task = asyncio.current_task()
         assert task is not None
         self._running[job_id] = task
-        await self._redis.pexpire(in_progress_key_prefix + job_id, self._lease_ms)
 
     def drop(self, job_id: str) -> None:
         self._running.pop(job_id, None)
@@ -174,10 +174,91 @@ class Leases:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for job_id in self._running:
-                        pipe.pexpire(in_progress_key_prefix + job_id, self._lease_ms)
+                        pipe.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
                     await pipe.execute()
             except UNAVAILABLE_ERRORS as exc:
                 logger.warning("could not renew the leases of running tasks: %r", exc)
+
+
+class Worker(arq.worker.Worker):
+    """arq's worker, woken when there is work instead of polling for it.
+
+    arq reads its queue every `poll_delay`, so a new task waits half of that on average before
+    it starts. This worker runs arq's loop without a delay of its own; after a pass that
+    started nothing, it waits until the first of:
+    - a message on its queue's wake channel: `TaskQueue` publishes one for each task it
+      enqueues and for each abort;
+    - the end of one of its running tasks (a slot is free; a retry may be due);
+    - the time the next deferred task is due;
+    - `poll_delay` (WORKER_POLL_DELAY_S): the fallback for enqueues that publish nothing
+      (arq's cron, plain arq clients) and for tasks freed by the lease of a crashed worker.
+    A pass that started tasks is followed at once by the next one, so a backlog drains at full
+    speed, and an idle worker reads its queue only a few times a second.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.max_wait_s = self.poll_delay_s
+        self.poll_delay_s = 0.0  # the waiting happens in _poll_iteration, below
+        self._wake_up = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._started_some = False
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        before = set(self.tasks.values())
+        await super().start_jobs(job_ids)
+        self._started_some = any(task not in before for task in self.tasks.values())
+
+    async def _poll_iteration(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="wake-up listener")
+        # Cleared before the queue is read: a task enqueued from now on sets it again.
+        self._wake_up.clear()
+        self._started_some = False
+        await super()._poll_iteration()
+        if not self._started_some:
+            await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        timeout_s = self.max_wait_s
+        if self.job_counter < self.max_jobs:
+            due_in_s = await self._next_due_in_s()
+            if due_in_s is not None:
+                timeout_s = min(timeout_s, due_in_s)
+        woken = asyncio.create_task(self._wake_up.wait())
+        try:
+            await asyncio.wait(
+                [woken, *self.tasks.values()],
+                timeout=timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            woken.cancel()
+
+    async def _next_due_in_s(self) -> float | None:
+        """Seconds until the earliest deferred task of the queue is due; None without one."""
+        now_ms = time.time() * 1000
+        due: list[tuple[bytes, float]] = await self.pool.zrangebyscore(
+            self.queue_name, f"({now_ms}", "+inf", start=0, num=1, withscores=True
+        )
+        return (due[0][1] - now_ms) / 1000 if due else None
+
+    async def _listen(self) -> None:
+        """Set the wake-up on every message of the queue's wake channel. Through an outage the
+        patient client reconnects and subscribes again; the fallback poll covers messages
+        published meanwhile."""
+        async with self.pool.pubsub() as pubsub:
+            await pubsub.subscribe(wake_channel(self.queue_name))
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    self._wake_up.set()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._listener
+        await super().close()
 
 
 def as_worker_function(spec: TaskSpec, settings: Settings) -> Function:
@@ -266,3 +347,27 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
 _settings = get_settings()
 WorkerSettings = worker_settings(_settings, queue=_settings.task_queue, with_cron=True)
 SlowWorkerSettings = worker_settings(_settings, queue=_settings.slow_task_queue, with_cron=False)
+SETTINGS_BY_QUEUE = {"default": WorkerSettings, "slow": SlowWorkerSettings}
+
+
+def run_worker(queue: str, *, burst: bool = False, verbose: bool = False) -> None:
+    """Run a worker of `queue` ("default" or "slow") until SIGINT or SIGTERM (with `burst`,
+    until the queue is empty)."""
+    logging.config.dictConfig(default_log_config(verbose))
+    use_uvloop()
+    Worker(**SETTINGS_BY_QUEUE[queue], burst=burst).run()
+
+
+def use_uvloop() -> None:
+    """Run the worker on uvloop, as uvicorn runs the API, where it is installed (it comes with
+    uvicorn[standard], except on Windows): its event loop costs less per task."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop(uvloop.new_event_loop())
+
+
+def check_worker(queue: str) -> int:
+    """0 while a worker of `queue` sends heartbeats, else 1 (arq's health check)."""
+    return arq.worker.check_health(SETTINGS_BY_QUEUE[queue])

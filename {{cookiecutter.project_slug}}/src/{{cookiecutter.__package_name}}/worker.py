@@ -1,0 +1,42 @@
+"""The worker process: `python -m {{ cookiecutter.__package_name }}.worker [--queue slow] [--reload] [--verbose]`.
+
+The worker of the default queue also runs the cron jobs. `--check` exits 0 only while a worker
+of the queue sends heartbeats (the containers' health check). SIGINT or SIGTERM stops it after
+its running tasks end (WORKER_JOB_COMPLETION_WAIT_S at most).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from .infrastructure.tasks import SETTINGS_BY_QUEUE, check_worker, run_worker
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--queue", choices=sorted(SETTINGS_BY_QUEUE), default="default")
+    parser.add_argument("--check", action="store_true", help="exit 0 only if a worker is alive")
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    parser.add_argument("--reload", action="store_true", help="restart on code changes")
+    parser.add_argument("--verbose", action="store_true", help="log every task")
+    args = parser.parse_args(argv)
+    if args.check:
+        return check_worker(args.queue)
+    if args.reload:
+        from watchfiles import run_process  # installed with uvicorn[standard]; dev only
+
+        run_process(
+            PACKAGE_DIR,
+            target=run_worker,
+            args=(args.queue,),
+            kwargs={"burst": args.burst, "verbose": args.verbose},
+        )
+        return 0
+    run_worker(args.queue, burst=args.burst, verbose=args.verbose)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

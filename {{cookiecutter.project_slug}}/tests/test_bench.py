@@ -1,0 +1,41 @@
+"""`just bench` end to end with tiny counts, so that it keeps working. Its numbers are read by
+people (docs/benchmarks.md), never asserted: on a loaded machine they mean nothing."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def test_bench_runs_every_measure_and_prints_its_table() -> None:
+    """It starts its own server, API, bare app and workers, and prints every row."""
+    env = {**os.environ, "WORKER_LEASE_S": "1"}  # a short lease: the recovery takes ~1 s
+    env.pop("REDIS_URL", None)
+    command = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.bench"]
+    counts = ["--requests", "20", "--tasks", "20", "--pickups", "5", "--recoveries", "1"]
+    done = subprocess.run(
+        [*command, *counts], env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    measures = [row.split(" | ")[0].removeprefix("| ") for row in rows[1:]]
+    for clients in ("1 client", "4 clients", "50 clients"):
+        for measure in ("requests/s", "p50 ms", "p99 ms"):
+            assert f"`POST` enqueue, {clients}: {measure}" in measures
+    assert "worker, no-op tasks/s (vs arq defaults)" in measures
+    assert "pickup p50 ms, idle worker (vs arq, poll_delay 0.01)" in measures
+    assert "recovery after SIGKILL mid-task, s" in measures
+    assert not any("errors" in measure or "failed" in measure for measure in measures), rows
+    for row in rows[2:]:
+        generated = row.split(" | ")[1]
+        assert float(generated.split(",")[0].replace(",", "")) > 0, row
+
+
+@pytest.mark.parametrize("argument", ["--requests", "--tasks", "--pickups"])
+def test_bench_refuses_a_count_below_one(argument: str) -> None:
+    """It says which count is wrong and starts nothing."""
+    command = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.bench", argument, "0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"{argument} must be at least 1" in done.stderr
