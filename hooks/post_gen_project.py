@@ -30,6 +30,7 @@ RULES: tuple[Rule, ...] = (
         "cache_backend=none: no Redis, no embedded server, no task layer",
         lambda answers: answers["cache_backend"] == "none",
         (
+            "docs/benchmarks.md",
             "src/{pkg}/api/errors.py",
             "src/{pkg}/api/events.py",
             "src/{pkg}/api/metrics.py",

@@ -55,6 +55,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
     (
         lambda combo: combo.has_tasks,
         {
+            "docs/benchmarks.md",
             "src/{pkg}/api/errors.py",
             "src/{pkg}/api/events.py",
             "src/{pkg}/api/metrics.py",

@@ -2,13 +2,13 @@
 
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response, UploadFile, status
+from fastapi import APIRouter, HTTPException, Response, UploadFile, status
 from pydantic import BaseModel
 
 from ..infrastructure.media import NotAnImageError, TooManyPixelsError
 from ..services.media import MediaService, UploadTooLargeError
 from .deps import SettingsDep, TaskServiceDep
-from .tasks import problem
+from .tasks import problem, status_url
 
 router = APIRouter(prefix="/api/v1/media", tags=["media"])
 
@@ -36,7 +36,6 @@ async def upload_media(
     file: UploadFile,
     tasks: TaskServiceDep,
     settings: SettingsDep,
-    request: Request,
     response: Response,
 ) -> MediaAccepted:
     """Store an image (multipart field `file`) and queue `process_media` for it: a 300x300
@@ -48,13 +47,13 @@ async def upload_media(
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
     except NotAnImageError as exc:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc)) from exc
-    status_url = request.app.url_path_for("get_task", task_id=upload.media_id)
-    response.headers["Location"] = status_url
+    url = status_url(upload.media_id)
+    response.headers["Location"] = url
     return MediaAccepted(
         media_id=upload.media_id,
         task_id=upload.media_id,
         status="queued",
-        status_url=status_url,
+        status_url=url,
         format=upload.format,
         width=upload.width,
         height=upload.height,

@@ -28,7 +28,6 @@ from arq.jobs import (
     serialize_job,
     serialize_result,
 )
-from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from ..settings import Settings, get_settings
@@ -62,6 +61,20 @@ redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('PUBLISH', ARGV[5], '')
 return 1
+"""
+
+
+# A try ends: counted for /metrics (outcome, duration bucket, sum, count) and, with an event
+# to send, followers told.
+END_SCRIPT = """
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
+if ARGV[6] ~= '' then
+    redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
+return 0
 """
 
 
@@ -179,6 +192,15 @@ class TaskMetrics:
     durations: dict[str, Histogram]
 
 
+@dataclass(frozen=True)
+class TryOutcome:
+    """How one try of a task ended, for /metrics: complete, failed, retried or cancelled."""
+
+    task: str
+    outcome: str
+    duration_s: float
+
+
 class TaskQueue:
     """Enqueue and follow tasks on the queues of the settings, through one shared pool."""
 
@@ -187,6 +209,7 @@ class TaskQueue:
         self.settings = settings
         self.queues = (settings.task_queue, settings.slow_task_queue)
         self._enqueue_script = pool.register_script(ENQUEUE_SCRIPT)
+        self._end_script = pool.register_script(END_SCRIPT)
 
     async def enqueue(
         self,
@@ -401,6 +424,25 @@ class TaskQueue:
         )
         return enqueued is not None
 
+    async def count_try(self, outcome: TryOutcome, channel: str, payload: bytes) -> None:
+        """Count one try by outcome, and its duration, for /metrics; with a `channel`, publish
+        `payload` on it in the same round trip."""
+        task, duration_s = outcome.task, outcome.duration_s
+        bucket_s = next(bound for bound in DURATION_BUCKETS_S if duration_s <= bound)
+        await self._end_script(
+            keys=[OUTCOMES_KEY, DURATIONS_KEY],
+            args=[
+                f"{task}|{outcome.outcome}",
+                f"{task}|le:{bucket_s!r}",
+                f"{task}|sum",
+                duration_s,
+                f"{task}|count",
+                channel,
+                payload,
+            ],
+            client=self.pool,
+        )
+
     async def worker_alive(self, queue: str) -> bool:
         """True while a worker of `queue` has written its heartbeat recently."""
         return bool(await self.pool.exists(queue + HEALTH_CHECK_SUFFIX))
@@ -466,25 +508,6 @@ def _histograms(raw: dict[bytes, bytes]) -> dict[str, Histogram]:
     }
 
 
-@dataclass(frozen=True)
-class TryOutcome:
-    """How one try of a task ended, for /metrics: complete, failed, retried or cancelled."""
-
-    task: str
-    outcome: str
-    duration_s: float
-
-
-def count_try(pipe: Pipeline, outcome: TryOutcome) -> None:
-    """Queue the commands that count one try by outcome, and its duration, for /metrics."""
-    task, duration_s = outcome.task, outcome.duration_s
-    bucket_s = next(bound for bound in DURATION_BUCKETS_S if duration_s <= bound)
-    pipe.hincrby(OUTCOMES_KEY, f"{task}|{outcome.outcome}", 1)
-    pipe.hincrby(DURATIONS_KEY, f"{task}|le:{bucket_s!r}", 1)
-    pipe.hincrbyfloat(DURATIONS_KEY, f"{task}|sum", duration_s)
-    pipe.hincrby(DURATIONS_KEY, f"{task}|count", 1)
-
-
 def open_queue_pool(settings: Settings, *, patient: bool = False) -> ArqRedis:
     """arq's client on the queue database, with the JSON serializer; see `create_redis` for
     `patient`. It connects on first use."""
@@ -538,37 +561,22 @@ async def report_progress(
         await pipe.execute()
 
 
-async def task_started(ctx: dict[str, Any], *, lease_ms: int) -> None:
-    """A try begins: arq's claim on it shortened to a lease, progress started over, and
-    followers told, in one round trip."""
-    task_id: str = ctx["job_id"]
-    redis: ArqRedis = ctx["redis"]
-    event = task_event(task_id, "in_progress", None, "started", {"try": ctx["job_try"]})
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.pexpire(in_progress_key_prefix + task_id, lease_ms)
-        pipe.delete(PROGRESS_KEY_PREFIX + task_id)
-        pipe.publish(events_channel(task_id), serialize(event))
-        await pipe.execute()
-
-
 async def task_ended(ctx: dict[str, Any], outcome: TryOutcome | None) -> None:
     """A try ended and arq has stored its outcome: count it, dead-letter a task that failed
     for good, and tell followers what the task is now (finished, or waiting for its next try).
     A completed try takes one round trip: its event is built from what the worker knows."""
     tasks: TaskQueue = ctx["tasks"]
     task_id: str = ctx["job_id"]
-    if outcome is not None and outcome.outcome == "complete":
-        data = {"result": ctx["task_result"], "error": None, "tries": ctx["job_try"]}
-        event = task_event(task_id, "complete", ctx.get("progress"), "complete", data)
-        async with tasks.pool.pipeline(transaction=False) as pipe:
-            count_try(pipe, outcome)
-            pipe.publish(events_channel(task_id), serialize(event))
-            await pipe.execute()
-        return
+    complete = outcome is not None and outcome.outcome == "complete"
     if outcome is not None:
-        async with tasks.pool.pipeline(transaction=False) as pipe:
-            count_try(pipe, outcome)
-            await pipe.execute()
+        channel, payload = "", b""
+        if complete:
+            data = {"result": ctx["task_result"], "error": None, "tries": ctx["job_try"]}
+            event = task_event(task_id, "complete", ctx.get("progress"), "complete", data)
+            channel, payload = events_channel(task_id), serialize(event)
+        await tasks.count_try(outcome, channel, payload)
+    if complete:
+        return
     state = await tasks.state(task_id)
     if state is not None and state.status == "failed":
         await tasks.dead_letter(state.task_id, ctx.get("failure_traceback"))

@@ -19,17 +19,20 @@ from typing import Any, cast
 
 import arq.worker
 from arq import Retry
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, retry_key_prefix
 from arq.cron import CronJob, cron
 from arq.logs import default_log_config
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from ..settings import Settings, get_settings
 from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
 from .cache import Cache
+from .events import events_channel
 from .queue import (
+    PROGRESS_KEY_PREFIX,
     NonRetryableError,
     TaskQueue,
     TryOutcome,
@@ -38,7 +41,6 @@ from .queue import (
     queue_redis_settings,
     serialize,
     task_ended,
-    task_started,
     wake_channel,
 )
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
@@ -111,23 +113,6 @@ def traceback_summary(limit: int = 4_000) -> str:
     return traceback.format_exc()[-limit:]
 
 
-async def job_started(ctx: dict[str, Any]) -> None:
-    """Take a short lease on the task, and tell its followers it started; losing that event
-    never fails the task."""
-    leases: Leases = ctx["leases"]
-    leases.take(ctx["job_id"])
-    try:
-        await task_started(ctx, lease_ms=leases.lease_ms)
-    except UNAVAILABLE_ERRORS:
-        logger.warning("could not publish the start of %s", ctx["job_id"])
-
-
-async def job_finishing(ctx: dict[str, Any]) -> None:
-    """The try is over: stop renewing its lease (arq then deletes or keeps the claim)."""
-    leases: Leases = ctx["leases"]
-    leases.drop(ctx["job_id"])
-
-
 async def job_ended(ctx: dict[str, Any]) -> None:
     """Once arq has stored the outcome: count the try for /metrics and tell the task's
     followers how it ended. Neither failing ever changes the task's outcome."""
@@ -146,21 +131,15 @@ class Leases:
     runs: after a crash, the task runs again within WORKER_LEASE_S plus one poll.
     """
 
-    def __init__(self, redis: Redis, lease_s: float) -> None:
+    def __init__(self, redis: Redis, lease_ms: int) -> None:
         self._redis = redis
-        self.lease_ms = int(lease_s * 1000)
-        self._renew_every_s = lease_s / 3
+        self.lease_ms = lease_ms
+        self._renew_every_s = lease_ms / 3000
         self._running: dict[str, asyncio.Task[Any]] = {}
 
-    def take(self, job_id: str) -> None:
-        """Renew, from now on, the claim of the task starting in this asyncio task; the
-        caller shortens arq's claim to `lease_ms` (`task_started`)."""
-        task = asyncio.current_task()
-        assert task is not None
+    def take(self, job_id: str, task: asyncio.Task[None]) -> None:
+        """Renew the claim of `job_id` (made for `lease_ms`) while `task` runs it."""
         self._running[job_id] = task
-
-    def drop(self, job_id: str) -> None:
-        self._running.pop(job_id, None)
 
     async def keep(self) -> None:
         """Renew the leases of running tasks until cancelled; a Redis error skips one round."""
@@ -168,7 +147,7 @@ class Leases:
             await asyncio.sleep(self._renew_every_s)
             for job_id, task in list(self._running.items()):
                 if task.done():
-                    self.drop(job_id)
+                    del self._running[job_id]
             if not self._running:
                 continue
             try:
@@ -178,6 +157,28 @@ class Leases:
                     await pipe.execute()
             except UNAVAILABLE_ERRORS as exc:
                 logger.warning("could not renew the leases of running tasks: %r", exc)
+
+
+# A worker's claim on a task: only if no worker holds it and it is still on the queue and due,
+# as arq checks. It holds for the lease (ARGV[3] ms), starts the task's progress over and tells
+# its followers it started. Returns the task's score (when it was due), or 0.
+CLAIM_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return 0
+end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+redis.call('DEL', KEYS[3])
+local try = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
+redis.call('PUBLISH', ARGV[4], cjson.encode({
+    task_id = ARGV[1], status = 'in_progress', progress = cjson.null, event = 'started',
+    data = {try = try}, ts = tonumber(ARGV[2]) / 1000
+}))
+return score
+"""
 
 
 class Worker(arq.worker.Worker):
@@ -194,24 +195,66 @@ class Worker(arq.worker.Worker):
       (arq's cron, plain arq clients) and for tasks freed by the lease of a crashed worker.
     A pass that started tasks is followed at once by the next one, so a backlog drains at full
     speed, and an idle worker reads its queue only a few times a second.
+
+    It claims a task for `lease_s` only, and renews the claim while the task runs (`Leases`):
+    arq's claim lasts job_timeout + 10 s, which a task whose worker died must wait out.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, lease_s: float, **options: Any) -> None:
         super().__init__(**options)
         self.max_wait_s = self.poll_delay_s
         self.poll_delay_s = 0.0  # the waiting happens in _poll_iteration, below
+        self.lease_ms = int(lease_s * 1000)
         self._wake_up = asyncio.Event()
-        self._listener: asyncio.Task[None] | None = None
+        self._claim: AsyncScript | None = None
+        self._leases: Leases | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._started_some = False
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        before = set(self.tasks.values())
-        await super().start_jobs(job_ids)
-        self._started_some = any(task not in before for task in self.tasks.values())
+        """Start the tasks of `job_ids` that no other worker holds, as slots free up. arq
+        claims each in four round trips (WATCH, EXISTS, ZSCORE, MULTI); CLAIM_SCRIPT makes
+        the same checks and the claim, and announces the start, atomically in one."""
+        assert self._claim is not None  # set up by the first _poll_iteration
+        assert self._leases is not None
+        for raw_id in job_ids:
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            job_id = raw_id.decode()
+            score = await self._claim(
+                keys=[
+                    in_progress_key_prefix + job_id,
+                    self.queue_name,
+                    PROGRESS_KEY_PREFIX + job_id,
+                    retry_key_prefix + job_id,
+                ],
+                args=[job_id, int(time.time() * 1000), self.lease_ms, events_channel(job_id)],
+                client=self.pool,
+            )
+            if not score:  # running elsewhere, finished, or deferred again meanwhile
+                self.sem.release()
+                continue
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(self._slot_freed)
+            self.tasks[job_id] = task
+            self._leases.take(job_id, task)
+            self._started_some = True
+
+    def _slot_freed(self, task: asyncio.Task[None]) -> None:
+        self.job_counter -= 1
+        self.sem.release()
 
     async def _poll_iteration(self) -> None:
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="wake-up listener")
+        if self._leases is None:
+            self._claim = self.pool.register_script(CLAIM_SCRIPT)
+            self._leases = Leases(self.pool, self.lease_ms)
+            self._background = [
+                asyncio.create_task(self._listen(), name="wake-up listener"),
+                asyncio.create_task(self._leases.keep(), name="lease keeper"),
+            ]
         # Cleared before the queue is read: a task enqueued from now on sets it again.
         self._wake_up.clear()
         self._started_some = False
@@ -254,10 +297,10 @@ class Worker(arq.worker.Worker):
                     self._wake_up.set()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        for task in self._background:
+            task.cancel()
             with suppress(asyncio.CancelledError):
-                await self._listener
+                await task
         await super().close()
 
 
@@ -295,14 +338,11 @@ def on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]
             default_ttl_s=settings.cache_default_ttl_s,
         )
         ctx["tasks"] = TaskQueue(ctx["redis"], settings)
-        ctx["leases"] = leases = Leases(ctx["redis"], settings.worker_lease_s)
-        ctx["lease_keeper"] = asyncio.create_task(leases.keep(), name="lease-keeper")
 
     return startup
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    ctx["lease_keeper"].cancel()
     await close_redis(ctx["cache_redis"])
     await close_sentinels(ctx["redis"])  # arq closes its pool, not the sentinel clients behind it
 
@@ -320,8 +360,8 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
         "redis_settings": queue_redis_settings(settings),
         "on_startup": on_startup(settings),
         "on_shutdown": shutdown,
-        "on_job_start": job_started,
-        "on_job_end": job_finishing,
+        # Claims last this long, renewed while the task runs (our Worker; not arq's option).
+        "lease_s": settings.worker_lease_s,
         "after_job_end": job_ended,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
