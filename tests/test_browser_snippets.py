@@ -27,7 +27,9 @@ from conftest import Combo, combo_params, find_python, run, tool, tool_env
 JS_BLOCK = re.compile(r"```js\n(.*?)```", re.DOTALL)
 NODE_FLAGS = ("--experimental-websocket", "--experimental-eventsource", "--no-warnings")
 START_TIMEOUT_S = 90.0
-# Runs one follow function of the page on a task; prints what it saw and how it ended.
+# Runs one follow function of the page on a task; prints what it saw and how it ended. Given
+# "new" for the task, it submits one itself and follows it at once: a worker picks a task up
+# within milliseconds, so a follower that starts later may only see the end.
 HARNESS = """
 const [apiUrl, follow, taskId] = process.argv.slice(2);
 const functions = { followOverWebSocket, followOverSse, pollTask };
@@ -35,7 +37,16 @@ const seen = [];
 const report = (outcome) => { console.log(JSON.stringify(outcome)); process.exit(0); };
 setTimeout(() => report({ seen, error: "no outcome within 20 s" }), 20000);
 process.on("beforeExit", () => report({ seen, error: "it stopped without an outcome" }));
-functions[follow](apiUrl, taskId, (event) => seen.push(event), 50)
+const submit = async () => {
+  const body = { name: "example_task", args: { message: "hello", steps: 5, delay_s: 0.1 } };
+  const reply = await fetch(`${apiUrl}/api/v1/tasks`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  if (reply.status !== 202) throw new Error(`submit: HTTP ${reply.status}`);
+  return (await reply.json()).task_id;
+};
+(taskId === "new" ? submit() : Promise.resolve(taskId))
+  .then((id) => functions[follow](apiUrl, id, (event) => seen.push(event), 50))
   .then((last) => ({ seen, last }), (error) => ({ seen, error: error.message }))
   .then(report);
 """
@@ -98,13 +109,6 @@ def ready(url: str) -> bool:
     return reply.status_code == 200 and set(reply.json()["workers"].values()) == {"alive"}
 
 
-def submit(url: str) -> str:
-    body = {"name": "example_task", "args": {"message": "hello", "steps": 5, "delay_s": 0.1}}
-    reply = httpx.post(f"{url}/api/v1/tasks", json=body)
-    assert reply.status_code == 202, reply.text
-    return str(reply.json()["task_id"])
-
-
 @pytest.mark.project_checks
 @pytest.mark.parametrize("combo", combo_params(select=runs_the_service))
 def test_docs_browser_snippets_follow_tasks(
@@ -126,7 +130,7 @@ def test_docs_browser_snippets_follow_tasks(
 
     with running_service(project) as url:
         for function in FOLLOWERS:
-            outcome = follow(function, url, submit(url))
+            outcome = follow(function, url, "new")
             assert "error" not in outcome, (function, outcome)
             last, seen = outcome["last"], outcome["seen"]
             assert last["status"] == "complete", (function, outcome)

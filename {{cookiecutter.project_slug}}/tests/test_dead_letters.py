@@ -3,6 +3,7 @@ set, only a request bearing it may see or retry them."""
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -65,7 +66,8 @@ async def test_a_task_that_exhausts_its_tries_is_listed_then_retried(
     assert "in charge_card" in letter["traceback"]
     assert letter["traceback"].rstrip().endswith(letter["error"])
     assert letter["queue"] == task_queue.settings.task_queue
-    assert letter["enqueued_at"] <= letter["failed_at"]
+    enqueued_at = datetime.fromisoformat(letter["enqueued_at"])
+    assert enqueued_at <= datetime.fromisoformat(letter["failed_at"])
 
     healthy["upstream"] = True
     retried = await client.post(f"/api/v1/tasks/{task_id}/retry")

@@ -26,6 +26,7 @@ from {{ cookiecutter.__package_name }}.settings import Settings
 
 DEADLINE_S = 30.0  # an upper bound for slow, loaded machines, not a timing claim
 Event = dict[str, Any]
+Followed = tuple[list[Event], int | None]  # the events, and the close code
 
 
 @asynccontextmanager
@@ -58,15 +59,26 @@ async def sse_events(address: str, task_id: str) -> AsyncIterator[Event]:
                 yield json.loads(line.removeprefix("data: "))
 
 
-async def ws_events(address: str, task_id: str) -> tuple[list[Event], int | None]:
-    """Every message of `WS .../ws` until the server closes, and the close code."""
+async def ws_events(address: str, task_id: str, first: asyncio.Event | None = None) -> Followed:
+    """Every message of `WS .../ws` until the server closes, and the close code; `first` is set
+    on the first message, the state the follower starts from."""
     events: list[Event] = []
     async with connect(f"ws://{address}/api/v1/tasks/{task_id}/ws") as websocket:
         try:
             while True:
                 events.append(json.loads(await websocket.recv()))
+                if first is not None:
+                    first.set()
         except ConnectionClosed:
             return events, websocket.close_code
+
+
+async def follow_over_ws(address: str, task_id: str) -> asyncio.Task[Followed]:
+    """A WebSocket follower that has its starting state: what happens next reaches it as events."""
+    first = asyncio.Event()
+    following = asyncio.create_task(ws_events(address, task_id, first))
+    await first.wait()
+    return following
 
 
 async def submit(address: str, steps: int = 3, delay_s: float = 0.02) -> str:
@@ -75,12 +87,6 @@ async def submit(address: str, steps: int = 3, delay_s: float = 0.02) -> str:
         reply = await client.post(f"http://{address}/api/v1/tasks", json=body)
     assert reply.status_code == 202, reply.text
     return str(reply.json()["task_id"])
-
-
-async def followers(redis: Redis, task_id: str, count: int = 1) -> None:
-    """Wait until `count` API processes subscribed to the task's events."""
-    while (await redis.pubsub_numsub(f"task:events:{task_id}"))[0][1] < count:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
 
 
 def assert_full_run(events: list[Event], task_id: str, steps: int = 3) -> None:
@@ -117,8 +123,7 @@ async def test_websocket_relays_the_same_events_and_closes_normally(
 ) -> None:
     async with serve_http(settings) as address, asyncio.timeout(DEADLINE_S):
         task_id = await submit(address)
-        following = asyncio.create_task(ws_events(address, task_id))
-        await followers(redis, task_id)  # following before the task starts
+        following = await follow_over_ws(address, task_id)
         await make_worker().main()
         events, close_code = await following
     assert close_code == 1000
@@ -147,8 +152,7 @@ async def test_only_the_followed_task_s_events_arrive(
     async with serve_http(settings) as address, asyncio.timeout(DEADLINE_S):
         others = [await submit(address) for _ in range(2)]
         task_id = await submit(address)
-        following = asyncio.create_task(ws_events(address, task_id))
-        await followers(redis, task_id)
+        following = await follow_over_ws(address, task_id)
         await make_worker().main()
         events, _ = await following
     assert task_id not in others
@@ -158,8 +162,7 @@ async def test_only_the_followed_task_s_events_arrive(
 async def test_an_abort_ends_the_stream(settings: Settings, redis: Redis) -> None:
     async with serve_http(settings) as address, asyncio.timeout(DEADLINE_S):
         task_id = await submit(address)
-        following = asyncio.create_task(ws_events(address, task_id))
-        await followers(redis, task_id)
+        following = await follow_over_ws(address, task_id)
         async with httpx.AsyncClient() as client:
             reply = await client.delete(f"http://{address}/api/v1/tasks/{task_id}")
         assert reply.json()["status"] == "aborted"
@@ -176,8 +179,7 @@ async def test_a_lost_terminal_event_is_made_up_by_the_recheck(
     settings = settings.model_copy(update={"task_events_recheck_s": 0.2})
     async with serve_http(settings) as address, asyncio.timeout(DEADLINE_S):
         task_id = await submit(address, steps=1)
-        following = asyncio.create_task(ws_events(address, task_id))
-        await followers(redis, task_id)
+        following = await follow_over_ws(address, task_id)
         await make_worker(after_job_end=None).main()
         events, close_code = await following
     assert events[-1]["event"] == "complete"
@@ -244,12 +246,11 @@ async def test_two_api_processes_relay_one_worker_s_events(
     first, second = api_processes
     async with asyncio.timeout(DEADLINE_S):
         task_id = await submit(first)
-        over_ws = asyncio.create_task(ws_events(second, task_id))
+        over_ws = await follow_over_ws(second, task_id)
         sse: list[Event] = []
         async for event in sse_events(first, task_id):
             sse.append(event)
-            if len(sse) == 1:
-                await followers(redis, task_id, count=2)  # the WebSocket follower too
+            if len(sse) == 1:  # both follow from the queued state: now let a worker run it
                 worker = asyncio.create_task(make_worker().main())
         await worker
         ws, close_code = await over_ws

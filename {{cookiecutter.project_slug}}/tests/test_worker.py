@@ -6,6 +6,7 @@ import itertools
 import pickle
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,10 @@ async def test_example_task_runs_to_completion_with_progress(
     task_id = submitted.json()["task_id"]
     assert state["result"] == {"message": "hello", "steps": 4, "task_id": task_id}
     assert (state["progress"], state["tries"], state["error"]) == (100, 1, None)
-    assert state["enqueued_at"] <= state["started_at"] <= state["finished_at"]
+    # Compared as times, not strings: a whole second is written without a fraction.
+    keys = ("enqueued_at", "started_at", "finished_at")
+    times = [datetime.fromisoformat(state[key]) for key in keys]
+    assert times == sorted(times)
 
 
 async def test_ordinary_exceptions_are_retried_with_backoff(
