@@ -43,6 +43,8 @@ DEPENDENCY_NAMES = frozenset(
     }
 )
 SLUG_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+# The rendered code keeps to 100 columns for package names up to this long.
+MAX_SLUG_LENGTH = 40
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 VERSION_PATTERN = re.compile(r"\d+(?:\.\d+){0,3}(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?")
 
@@ -66,6 +68,11 @@ def validate(answers: dict[str, str]) -> str | None:
         return (
             f"project_slug {slug!r} must be lowercase letters, digits and single hyphens, "
             "starting with a letter (e.g. 'media-service')."
+        )
+    if len(slug) > MAX_SLUG_LENGTH:
+        return (
+            f"project_slug {slug!r} is {len(slug)} characters long: "
+            f"keep it to {MAX_SLUG_LENGTH} or fewer."
         )
     package = slug.replace("-", "_")
     if keyword.iskeyword(package):

@@ -52,6 +52,7 @@ def test_default_answers_are_accepted() -> None:
         ({"project_slug": "print"}, "standard library"),
         ({"project_slug": "fastapi"}, "depends on"),
         ({"project_slug": "tests"}, "depends on"),
+        ({"project_slug": "a" * 41}, "keep it to 40 or fewer"),
         ({"author_email": "not-an-email"}, "not an e-mail address"),
         ({"author_email": "a@b"}, "not an e-mail address"),
         ({"python_version": "3.10"}, "3.11, 3.12, 3.13"),

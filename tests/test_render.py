@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, Combo, combo_params, rendered_files
+from conftest import ROOT, Combo, combo_params, rendered_files, run, tool
 from cookiecutter.main import cookiecutter
 
 # Anything Jinja or cookiecutter left unrendered. No rendered file needs `{{` or `{%` for its
@@ -243,8 +243,8 @@ def test_docs_say_when_background_tasks_are_off(
 def test_rendering_is_deterministic(backend: str, tmp_path: Path) -> None:
     """It renders the same bytes for the same answers, apart from the generated secrets."""
     projects = []
-    for run in ("first", "second"):
-        out = tmp_path / run
+    for attempt in ("first", "second"):
+        out = tmp_path / attempt
         cookiecutter(
             str(ROOT), no_input=True, output_dir=str(out), extra_context={"cache_backend": backend}
         )
@@ -257,3 +257,32 @@ def test_rendering_is_deterministic(backend: str, tmp_path: Path) -> None:
     assert mismatch == errors == []
     if backend != "none":
         assert (first / ".env").read_text() != (second / ".env").read_text()
+
+
+# As long as the pre-generation hook allows (MAX_SLUG_LENGTH).
+LONGEST_SLUG = "a-very-long-distribution-name-to-check-i"
+
+
+@pytest.mark.parametrize(
+    ("backend", "examples"),
+    [("redis", "yes"), ("redis", "no"), ("falkordb", "yes"), ("falkordb", "no"), ("none", "no")],
+)
+def test_the_longest_slug_keeps_to_the_line_length(
+    backend: str, examples: str, tmp_path: Path
+) -> None:
+    """The package name appears in imports, commands and docstrings: at the longest slug the
+    hook allows they still keep to the project's 100 columns, as ruff formats them."""
+    assert len(LONGEST_SLUG) == 40
+    cookiecutter(
+        str(ROOT),
+        no_input=True,
+        output_dir=str(tmp_path),
+        extra_context={
+            "project_slug": LONGEST_SLUG,
+            "cache_backend": backend,
+            "example_tasks": examples,
+        },
+    )
+    project = tmp_path / LONGEST_SLUG
+    run([tool("ruff"), "check", "--no-cache", "."], project)
+    run([tool("ruff"), "format", "--check", "--no-cache", "."], project)

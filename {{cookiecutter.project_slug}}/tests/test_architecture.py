@@ -3,7 +3,8 @@
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "src" / "{{ cookiecutter.__package_name }}"
+SRC = Path(__file__).resolve().parent.parent / "src"
+PACKAGE = SRC / "{{ cookiecutter.__package_name }}"
 
 
 def imported_modules(path: Path) -> set[str]:

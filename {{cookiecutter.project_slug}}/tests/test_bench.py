@@ -7,15 +7,16 @@ import sys
 
 import pytest
 
+BENCH = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.bench"]
+
 
 def test_bench_runs_every_measure_and_prints_its_table() -> None:
     """It starts its own server, API, bare app and workers, and prints every row."""
     env = {**os.environ, "WORKER_LEASE_S": "1"}  # a short lease: the recovery takes ~1 s
     env.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.bench"]
     counts = ["--requests", "20", "--tasks", "20", "--pickups", "5", "--recoveries", "1"]
     done = subprocess.run(
-        [*command, *counts], env=env, capture_output=True, text=True, timeout=240, check=False
+        [*BENCH, *counts], env=env, capture_output=True, text=True, timeout=240, check=False
     )
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
@@ -35,7 +36,8 @@ def test_bench_runs_every_measure_and_prints_its_table() -> None:
 @pytest.mark.parametrize("argument", ["--requests", "--tasks", "--pickups"])
 def test_bench_refuses_a_count_below_one(argument: str) -> None:
     """It says which count is wrong and starts nothing."""
-    command = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.bench", argument, "0"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [*BENCH, argument, "0"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 2
     assert f"{argument} must be at least 1" in done.stderr

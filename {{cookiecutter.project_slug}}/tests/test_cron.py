@@ -12,7 +12,11 @@ from redis.asyncio import Redis
 
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.infrastructure.sessions import SessionStore
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import on_startup, shutdown, worker_settings
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
+    on_startup,
+    shutdown,
+    worker_settings,
+)
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.maintenance import (
     cleanup_expired_sessions,

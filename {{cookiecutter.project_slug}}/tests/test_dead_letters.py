@@ -11,7 +11,10 @@ import pytest
 from arq.worker import Worker
 from pydantic import SecretStr
 
-from {{ cookiecutter.__package_name }}.infrastructure.queue import NonRetryableError, TaskQueue
+from {{ cookiecutter.__package_name }}.infrastructure.queue import (
+    NonRetryableError,
+    TaskQueue,
+)
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings

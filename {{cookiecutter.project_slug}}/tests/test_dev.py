@@ -23,8 +23,9 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
+        dev = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.dev"]
         process = subprocess.Popen(
-            [sys.executable, "-m", "{{ cookiecutter.__package_name }}.dev", "--port", str(port), "--no-reload"],
+            [*dev, "--port", str(port), "--no-reload"],
             cwd=tmp_path,
             env=env,
             stdout=out,

@@ -5,7 +5,10 @@ import pytest
 from redis import Redis
 
 from {{ cookiecutter.__package_name }} import embedded_redis
-from {{ cookiecutter.__package_name }}.embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError
+from {{ cookiecutter.__package_name }}.embedded_redis import (
+    EmbeddedRedis,
+    EmbeddedRedisUnavailableError,
+)
 
 
 def port_is_open(port: int) -> bool:

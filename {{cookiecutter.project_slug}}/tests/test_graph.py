@@ -3,7 +3,11 @@ from collections.abc import AsyncIterator
 import pytest
 from falkordb.asyncio import FalkorDB
 
-from {{ cookiecutter.__package_name }}.infrastructure.graph import SocialGraph, close_graph_client, create_graph_client
+from {{ cookiecutter.__package_name }}.infrastructure.graph import (
+    SocialGraph,
+    close_graph_client,
+    create_graph_client,
+)
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 

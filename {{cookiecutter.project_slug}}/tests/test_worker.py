@@ -20,7 +20,11 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     enqueue_task,
     get_task_pool,
 )
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import Worker, as_worker_function, backoff_s
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
+    Worker,
+    as_worker_function,
+    backoff_s,
+)
 from {{ cookiecutter.__package_name }}.settings import Settings, get_settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 

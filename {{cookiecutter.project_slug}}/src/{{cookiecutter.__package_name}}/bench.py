@@ -5,7 +5,9 @@ endpoint calls arq's `enqueue_job`, and workers in their own processes, all on 1
 then prints one Markdown table; docs/benchmarks.md explains each line. The load generator is
 an asyncio HTTP/1.1 client in this process: one keep-alive connection per concurrent client.
 
-    python -m {{ cookiecutter.__package_name }}.bench [--requests N] [--tasks N] [--pickups N] [--recoveries N]
+    just bench [--requests N] [--tasks N] [--pickups N] [--recoveries N]
+
+(`python -m {{ cookiecutter.__package_name }}.bench` without just.)
 
 This is the one module besides the task layer that imports arq: bare arq is its baseline.
 """

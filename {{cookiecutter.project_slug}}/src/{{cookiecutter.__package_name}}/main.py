@@ -1,4 +1,5 @@
-"""The application factory: `uvicorn {{ cookiecutter.__package_name }}.main:create_app --factory`."""
+"""The application factory, for uvicorn:
+`uvicorn --factory {{ cookiecutter.__package_name }}.main:create_app`."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager

@@ -1,4 +1,6 @@
-"""The worker process: `python -m {{ cookiecutter.__package_name }}.worker [--queue slow] [--reload] [--verbose]`.
+"""The worker process:
+
+    python -m {{ cookiecutter.__package_name }}.worker [--queue slow] [--reload] [--verbose]
 
 The worker of the default queue also runs the cron jobs. `--check` exits 0 only while a worker
 of the queue sends heartbeats (the containers' health check). SIGINT or SIGTERM stops it after

@@ -1,5 +1,7 @@
-"""The worker: `python -m {{ cookiecutter.__package_name }}.worker` runs `Worker` with `WorkerSettings` (default queue
-and cron jobs), `--queue slow` with `SlowWorkerSettings` (the slow queue).
+"""The worker that `python -m {{ cookiecutter.__package_name }}.worker` runs.
+
+`Worker` runs `WorkerSettings` (the default queue and the cron jobs) or, with `--queue slow`,
+`SlowWorkerSettings` (the slow queue).
 
 Every arq option we rely on is set here explicitly, from the settings; docs/background-tasks.md
 explains each value. Tasks are plain `async def task(ctx, ...)` functions listed in
