@@ -228,6 +228,26 @@ def test_workflow_follows_options(combo: Combo, bake: Callable[[Combo], Path]) -
         assert recipe in steps
 
 
+def pinned(requirement: str) -> str:
+    """The version requirements.txt pins for a tool: the one the template's own checks use."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.startswith(f"{requirement}=="):
+            return line.removeprefix(f"{requirement}==")
+    raise AssertionError(f"requirements.txt pins no {requirement}")
+
+
+@pytest.mark.parametrize("combo", combo_params(lambda combo: combo.ci == "github"))
+def test_rendered_tool_versions_match_the_template_s(
+    combo: Combo, bake: Callable[[Combo], Path]
+) -> None:
+    """The image and the workflow install the uv and just that render and check the project."""
+    uv, just = pinned("uv"), pinned("rust-just")
+    dockerfile = (bake(combo) / "Dockerfile").read_text()
+    assert f"ghcr.io/astral-sh/uv:{uv} " in dockerfile
+    workflow = (bake(combo) / ".github/workflows/ci.yml").read_text()
+    assert f"uv=={uv} rust-just=={just}" in workflow
+
+
 @pytest.mark.parametrize("combo", combo_params(lambda combo: not combo.has_tasks))
 def test_docs_say_when_background_tasks_are_off(
     combo: Combo, bake: Callable[[Combo], Path]
