@@ -2,6 +2,7 @@
 set, only a request bearing it may see or retry them."""
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from arq.worker import Worker
 from pydantic import SecretStr
+from redis.asyncio.client import PubSub
 
 from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     NonRetryableError,
@@ -38,6 +40,15 @@ async def refuses(ctx: dict[str, Any]) -> None:
 
 async def hangs(ctx: dict[str, Any]) -> None:
     await asyncio.sleep(30)
+
+
+async def next_event(pubsub: PubSub) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:  # get_message answers None for a subscribe confirmation
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                event: dict[str, Any] = json.loads(message["data"])
+                return event
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +109,33 @@ async def test_non_retryable_errors_and_timeouts_are_dead_lettered(
     assert letters[refused]["error"] == "NonRetryableError: the card number is invalid"
     assert letters[refused]["tries"] == 1
     assert letters[timed_out]["error"].startswith("TimeoutError")
+
+
+async def test_tasks_that_fail_before_they_run_are_dead_lettered(
+    client: httpx.AsyncClient, task_queue: TaskQueue, run_worker: Callable[[], Any]
+) -> None:
+    """arq fails some tasks without running them: a name no worker knows (a task renamed while
+    some were queued) and a task whose tries were used up by workers that died running it.
+    They are listed with the others, and their followers learn how they ended."""
+    renamed = await task_queue.enqueue("charge_card_v1", order="C-1", cents=5)
+    # charge_card has two tries: a third means two workers died while running it
+    crashed = await task_queue.enqueue("charge_card", order="C-2", cents=5, _job_try=3)
+    assert renamed
+    assert crashed
+    async with task_queue.pool.pubsub() as pubsub:
+        await pubsub.subscribe(*(f"task:events:{task_id}" for task_id in (renamed, crashed)))
+        await run_worker()
+        events = [await next_event(pubsub) for _ in range(4)]
+    letters = {letter["task_id"]: letter for letter in (await client.get(FAILED)).json()}
+    assert set(letters) == {renamed, crashed}
+    assert letters[renamed]["name"] == "charge_card_v1"
+    assert letters[renamed]["args"] == {"order": "C-1", "cents": 5}
+    assert "function 'charge_card_v1' not found" in letters[renamed]["error"]
+    assert letters[crashed]["tries"] == 3
+    assert "max 2 retries exceeded" in letters[crashed]["error"]
+    for task_id in (renamed, crashed):  # claimed, then failed without running
+        ends = [event["event"] for event in events if event["task_id"] == task_id]
+        assert ends == ["started", "failed"], events
 
 
 async def test_completed_and_aborted_tasks_are_not_dead_lettered(

@@ -247,6 +247,8 @@ async def test_a_pickled_payload_planted_in_redis_is_never_executed(
     assert state is not None
     assert (state.status, state.tries) == ("failed", 1)
     assert state.error == "DeserializationError: unable to deserialize job"
+    [letter] = await task_queue.dead_letters(limit=10)
+    assert (letter.task_id, letter.error) == ("planted", state.error)
 
 
 def test_backoff_grows_and_is_capped() -> None:

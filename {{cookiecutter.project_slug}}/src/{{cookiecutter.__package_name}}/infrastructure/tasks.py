@@ -245,6 +245,14 @@ class Worker(arq.worker.Worker):
             self._leases.take(job_id, task)
             self._started_some = True
 
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq fails some tasks without running them, so without the hooks that end a try: a
+        payload it cannot read, a name no function has (a task renamed while some were queued),
+        tries used up by workers that died running it. They end as any failure does:
+        dead-lettered, and announced to their followers."""
+        await super().finish_failed_job(job_id, result_data)
+        await job_ended({**self.ctx, "job_id": job_id})
+
     def _slot_freed(self, task: asyncio.Task[None]) -> None:
         self.job_counter -= 1
         self.sem.release()
