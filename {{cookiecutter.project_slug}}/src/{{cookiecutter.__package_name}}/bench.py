@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Self
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import default_queue_name, result_key_prefix
@@ -53,6 +53,9 @@ from .tasks.registry import TaskSpec
 
 MODULE = f"{__package__}.bench"
 CONCURRENCY = (1, 4, 50)
+# Each concurrency runs in rounds, the two apps taking turns: a machine whose speed drifts
+# during the run (other work, CPU clocks) weighs on both alike.
+ROUNDS = 5
 GENERATED = "generated"
 # The baselines: arq's own worker with its defaults (poll every 0.5 s), and polling every 10 ms.
 ARQ_WORKERS = {"arq defaults": 0.5, "arq, poll_delay 0.01": 0.01}
@@ -134,6 +137,14 @@ class Latencies:
     @property
     def per_s(self) -> float:
         return len(self.samples) / self.elapsed_s
+
+    @classmethod
+    def pooled(cls, runs: list[Self]) -> Self:
+        return cls(
+            [sample for run in runs for sample in run.samples],
+            sum(run.elapsed_s for run in runs),
+            sum(run.errors for run in runs),
+        )
 
 
 async def read_status(reader: asyncio.StreamReader) -> int:
@@ -234,10 +245,19 @@ async def bench_enqueue(
         for port, path in ((ours, "/api/v1/tasks"), (bare, "/enqueue")):
             await load(port, path, clients=4, requests=max(50, requests // 5))
         for clients in CONCURRENCY:
-            bare_run = await load(bare, "/enqueue", clients=clients, requests=requests)
-            ours_run = await load(ours, "/api/v1/tasks", clients=clients, requests=requests)
-            results[clients] = (ours_run, bare_run)
+            ours_runs: list[Latencies] = []
+            bare_runs: list[Latencies] = []
+            for share in split(requests, ROUNDS):
+                bare_runs.append(await load(bare, "/enqueue", clients=clients, requests=share))
+                ours_runs.append(await load(ours, "/api/v1/tasks", clients=clients, requests=share))
+            results[clients] = (Latencies.pooled(ours_runs), Latencies.pooled(bare_runs))
     return results
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` in at most `parts` shares, none empty, that add up to it."""
+    share, extra = divmod(total, parts)
+    return [share + (index < extra) for index in range(parts) if share + (index < extra)]
 
 
 async def poll(probe: Callable[[], Awaitable[Any]], interval_s: float) -> Any:
@@ -441,7 +461,7 @@ def table(results: Results, settings: Settings) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=5_000, help="per concurrency and app")
+    parser.add_argument("--requests", type=int, default=20_000, help="per concurrency and app")
     parser.add_argument("--tasks", type=int, default=5_000, help="no-op tasks per worker")
     parser.add_argument("--pickups", type=int, default=200, help="tasks timed one at a time")
     parser.add_argument("--recoveries", type=int, default=3, help="workers killed mid-task")
