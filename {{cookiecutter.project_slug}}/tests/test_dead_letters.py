@@ -13,6 +13,7 @@ from arq.worker import Worker
 from pydantic import SecretStr
 from redis.asyncio.client import PubSub
 
+from {{ cookiecutter.__package_name }}.infrastructure.events import events_channel
 from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     NonRetryableError,
     TaskQueue,
@@ -123,7 +124,7 @@ async def test_tasks_that_fail_before_they_run_are_dead_lettered(
     assert renamed
     assert crashed
     async with task_queue.pool.pubsub() as pubsub:
-        await pubsub.subscribe(*(f"task:events:{task_id}" for task_id in (renamed, crashed)))
+        await pubsub.subscribe(*(events_channel(task_id) for task_id in (renamed, crashed)))
         await run_worker()
         events = [await next_event(pubsub) for _ in range(4)]
     letters = {letter["task_id"]: letter for letter in (await client.get(FAILED)).json()}

@@ -256,8 +256,8 @@ async def bench_enqueue(
 
 def split(total: int, parts: int) -> list[int]:
     """`total` in at most `parts` shares, none empty, that add up to it."""
-    share, extra = divmod(total, parts)
-    return [share + (index < extra) for index in range(parts) if share + (index < extra)]
+    shares = [total // parts + (index < total % parts) for index in range(parts)]
+    return [share for share in shares if share]
 
 
 async def poll(probe: Callable[[], Awaitable[Any]], interval_s: float) -> Any:
