@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import sys
 from pathlib import Path
@@ -188,3 +189,23 @@ def test_hooks_never_touch_the_network() -> None:
         for module in ("socket", "urllib", "http", "subprocess", "requests"):
             assert f"import {module}" not in source
             assert f"from {module}" not in source
+
+
+@pytest.mark.parametrize("name", ["pre_gen_project", "post_gen_project"])
+def test_hooks_are_safe_to_run_again_in_updates(name: str) -> None:
+    """cruft runs the hooks again in its own temporary folders on every update: they start no
+    process (no git) and open no connection, so they need nothing but the answers."""
+    tree = ast.parse((ROOT / "hooks" / f"{name}.py").read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert not imported & {"subprocess", "socket", "urllib", "http", "git", "requests", "httpx"}
+    assert "os.system" not in ast.unparse(tree)

@@ -163,6 +163,7 @@ def test_pyproject_follows_options(combo: Combo, bake: Callable[[Combo], Path]) 
     assert pyproject["project"]["requires-python"] == f">={combo.python_version}"
     assert pyproject["tool"]["mypy"]["python_version"] == combo.python_version
     assert pyproject["tool"]["mypy"]["strict"] is True
+    assert pyproject["tool"]["cruft"]["skip"] == [".env"]  # updates keep the local secrets
     for marker_dep in (dep for dep in pyproject["dependency-groups"]["dev"] if ";" in dep):
         assert "sys_platform" in marker_dep
         assert "platform_machine" in marker_dep
