@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,25 @@ class Combo:
     def has_tasks(self) -> bool:
         return self.cache_backend != "none"
 
+    @property
+    def checked_as(self) -> Combo:
+        """The combination whose project checks stand for this one.
+
+        Combinations that differ only in `ci` render the same project apart from the workflow,
+        and without a task layer `example_tasks` changes nothing: each such group runs the
+        project's lint, type check and tests once, on this member
+        (test_render.test_combinations_sharing_checks_render_the_same_project proves the rest of
+        each group renders the same files).
+        """
+        examples = self.example_tasks if self.has_tasks else "no"
+        return replace(self, example_tasks=examples, ci="github")
+
+    @property
+    def group_id(self) -> str:
+        """The id of the combinations `checked_as` stands for: "any" where they differ."""
+        examples = self.example_tasks if self.has_tasks else "any"
+        return f"py{self.python_version}-{self.cache_backend}-examples_{examples}-ci_any"
+
     def context(self) -> dict[str, str]:
         return asdict(self)
 
@@ -74,17 +93,34 @@ COMBOS = [
 ]
 
 
+# One member of each group of combinations that share the project's checks (Combo.checked_as),
+# for every group the selected combinations touch.
+CHECKED = list(dict.fromkeys(combo.checked_as for combo in COMBOS))
+
+
 def combo_params(
     select: Callable[[Combo], bool] = lambda combo: True,
     suffix: Callable[[Combo], str] = lambda combo: "",
 ) -> list[Any]:
-    """The selected combinations as pytest params, grouped so that one xdist worker renders each
-    combination once."""
+    """The selected combinations as pytest params. Those that share their project checks go to
+    one xdist worker together, which renders each of them once."""
     return [
-        pytest.param(combo, id=combo.id + suffix(combo), marks=pytest.mark.xdist_group(combo.id))
+        pytest.param(combo, id=combo.id + suffix(combo), marks=group_mark(combo))
         for combo in COMBOS
         if select(combo)
     ]
+
+
+def checked_params(suffix: Callable[[Combo], str] = lambda combo: "") -> list[Any]:
+    """One param for each group of combinations that share the project's checks."""
+    return [
+        pytest.param(combo, id=combo.group_id + suffix(combo), marks=group_mark(combo))
+        for combo in CHECKED
+    ]
+
+
+def group_mark(combo: Combo) -> pytest.MarkDecorator:
+    return pytest.mark.xdist_group(combo.checked_as.group_id)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """Each rendered project passes its own lint, type check and tests.
 
-Where an interpreter for the combination's Python exists here, the project's own `just lint`,
+Combinations that render the same project apart from their CI workflow share one run
+(`Combo.checked_as`); the test id names the group with "any" for what varies. Where an
+interpreter for the combination's Python exists here, the project's own `just lint`,
 `just typecheck` and `just test` run as a user would run them. Where none exists, the test id
 says so and the same ruff and mypy configuration runs from a Python 3.11 environment (mypy
 checks against the target version); the project's tests then cannot run on this machine.
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Combo, combo_params, find_python, run, tool, tool_env
+from conftest import Combo, checked_params, find_python, run, tool, tool_env
 
 
 def mode(combo: Combo) -> str:
@@ -23,7 +25,7 @@ def mode(combo: Combo) -> str:
 
 
 @pytest.mark.project_checks
-@pytest.mark.parametrize("combo", combo_params(suffix=mode))
+@pytest.mark.parametrize("combo", checked_params(suffix=mode))
 def test_project_passes_its_own_checks(
     combo: Combo, bake: Callable[[Combo], Path], tmp_path: Path
 ) -> None:

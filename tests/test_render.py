@@ -131,6 +131,35 @@ def test_renders_exactly_the_files_of_its_options(
     assert files == expected_files(combo)
 
 
+# The README's section on the workflow, present only with ci=github.
+CI_SECTION = re.compile(r"\n## Continuous integration\n.*?(?=\n## |\Z)", re.DOTALL)
+
+
+@pytest.mark.parametrize("combo", combo_params(lambda combo: combo != combo.checked_as))
+def test_combinations_sharing_checks_render_the_same_project(
+    combo: Combo, bake: Callable[[Combo], Path]
+) -> None:
+    """It renders the same files as the combination whose project checks stand for it, apart
+    from the workflow, the README's section on it and the secrets: what that run proved holds
+    for this one too."""
+    project, checked = bake(combo), bake(combo.checked_as)
+
+    def files(root: Path) -> list[str]:
+        return sorted(
+            str(path.relative_to(root))
+            for path in rendered_files(root)
+            if path.relative_to(root).parts[0] != ".github" and path.name != ".env"
+        )
+
+    names = files(project)
+    assert names == files(checked)
+    names.remove("README.md")
+    _, mismatch, errors = filecmp.cmpfiles(project, checked, names, shallow=False)
+    assert mismatch == errors == []
+    readmes = [CI_SECTION.sub("", (root / "README.md").read_text()) for root in (project, checked)]
+    assert readmes[0] == readmes[1]
+
+
 @pytest.mark.parametrize("combo", combo_params())
 def test_no_leftovers(combo: Combo, bake: Callable[[Combo], Path]) -> None:
     """It leaves no template markers, empty folders or bytecode."""
@@ -227,6 +256,10 @@ def test_workflow_follows_options(combo: Combo, bake: Callable[[Combo], Path]) -
     assert f"python-version: '{combo.python_version}'" in steps
     for recipe in ("just lint", "just typecheck", "just test"):
         assert recipe in steps
+    template_steps = workflow["jobs"]["template"]["steps"]
+    check = next(step for step in template_steps if "cruft check" in step.get("run", ""))
+    assert check["if"] == "hashFiles('.cruft.json') != ''"
+    assert "cruft update" in check["run"]
 
 
 def pinned(requirement: str) -> str:
@@ -241,12 +274,14 @@ def pinned(requirement: str) -> str:
 def test_rendered_tool_versions_match_the_template_s(
     combo: Combo, bake: Callable[[Combo], Path]
 ) -> None:
-    """The image and the workflow install the uv and just that render and check the project."""
+    """The image and the workflow install the uv, just and cruft that render, check and update
+    the project here."""
     uv, just = pinned("uv"), pinned("rust-just")
     dockerfile = (bake(combo) / "Dockerfile").read_text()
     assert f"ghcr.io/astral-sh/uv:{uv} " in dockerfile
     workflow = (bake(combo) / ".github/workflows/ci.yml").read_text()
     assert f"uv=={uv} rust-just=={just}" in workflow
+    assert f"cruft=={pinned('cruft')}" in workflow
 
 
 @pytest.mark.parametrize("combo", combo_params(lambda combo: not combo.has_tasks))
