@@ -10,7 +10,7 @@ default:
 # Lint the template's code, then render every option combination and run each project's own
 # checks and tests, in parallel (extra arguments go to pytest)
 test *args: lint
-    python -m pytest -n auto --dist loadgroup "$@"
+    python -m pytest -n auto --dist loadgroup --durations=15 "$@"
 
 # Render the default service, start it on an embedded Redis and show it answering over HTTP
 demo *args:

@@ -39,14 +39,13 @@ from fastapi import FastAPI, Request
 from .embedded_redis import EmbeddedRedis, free_port
 from .infrastructure.queue import (
     HEALTH_CHECK_SUFFIX,
-    PROGRESS_KEY_PREFIX,
     TaskQueue,
-    TaskState,
-    deserialize,
     open_task_queue,
     report_progress,
     wake_channel,
 )
+from .infrastructure.serialization import deserialize
+from .infrastructure.task_state import PROGRESS_KEY_PREFIX, TaskState
 from .infrastructure.tasks import Worker, as_worker_function, use_uvloop, worker_settings
 from .settings import Settings
 from .tasks.registry import TaskSpec

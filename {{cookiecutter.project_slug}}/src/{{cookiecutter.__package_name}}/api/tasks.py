@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..infrastructure.queue import TaskStatus
+from ..infrastructure.task_state import TaskStatus
 from ..services.tasks import (
     DeferTooLongError,
     DuplicateTaskError,

@@ -1,13 +1,13 @@
-"""The task layer's API: enqueue, look up, abort, report progress.
+"""The task layer's API: enqueue, look up, abort, retry, report progress.
 
-With `tasks.py` (the worker), this is the only module that imports arq: the rest of the service
-uses `TaskQueue`, `TaskState` and `report_progress`, so arq could be replaced here alone.
+With the modules it uses here (task_state, dead_letters, task_metrics) and `tasks.py` (the
+worker), this is the only place that imports arq: the rest of the service uses `TaskQueue`,
+`TaskState` and `report_progress`, so arq could be replaced here alone.
 """
 
 import asyncio
-import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import uuid4
@@ -21,34 +21,21 @@ from arq.constants import (
     result_key_prefix,
     retry_key_prefix,
 )
-from arq.jobs import (
-    SerializationError,
-    deserialize_job,
-    deserialize_result,
-    serialize_job,
-    serialize_result,
-)
+from arq.jobs import SerializationError, deserialize_job, serialize_job, serialize_result
 from redis.exceptions import WatchError
 
 from ..settings import Settings, get_settings
-from .events import TaskEvent, events_channel, task_event
+from .dead_letters import DeadLetter, DeadLetterStore
+from .events import events_channel, task_event
 from .redis import close_redis, create_redis
+from .serialization import deserialize, serialize
+from .task_metrics import TaskMetrics, TaskMetricsStore, TryOutcome
+from .task_state import PROGRESS_KEY_PREFIX, TaskState, publish_event, read_task_state
 
-TaskStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", "aborted"]
-FINISHED: frozenset[TaskStatus] = frozenset({"complete", "failed", "aborted"})
-PROGRESS_KEY_PREFIX = "task:progress:"
 # Workers listen here to start a task as soon as it is enqueued, instead of polling for it.
 WAKE_CHANNEL_PREFIX = "task:wake:"
 HEALTH_CHECK_SUFFIX = ":health-check"
-UNREADABLE = "<unreadable>"
 CLAIM_MS = 5_000
-# Tasks that failed for good: a sorted set of their ids by the time they failed, and one JSON
-# record each (name, arguments, error, traceback, tries, times).
-DEAD_LETTERS_KEY = "task:dead-letters"
-DEAD_LETTER_PREFIX = "task:dead-letter:"
-OUTCOMES_KEY = "task:metrics:outcomes"
-DURATIONS_KEY = "task:metrics:durations"
-DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"))
 
 
 # Enqueue as arq does (the job, then its id on the queue, unless the id is taken by a job or a
@@ -64,53 +51,8 @@ return 1
 """
 
 
-# A try ends: counted for /metrics (outcome, duration bucket, sum, count) and, with an event
-# to send, followers told.
-END_SCRIPT = """
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[4])
-redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
-if ARGV[6] ~= '' then
-    redis.call('PUBLISH', ARGV[6], ARGV[7])
-end
-return 0
-"""
-
-
 class NonRetryableError(Exception):
     """Raise from a task to fail it at once: retrying cannot help (bad input, a broken file)."""
-
-
-class TaskError(Exception):
-    """A task's failure as stored with its result: the exception's type name and message."""
-
-
-def serialize(value: Any) -> bytes:
-    """JSON for job arguments and results: a poisoned Redis cannot make a worker run code."""
-    return json.dumps(value, default=_encode, separators=(",", ":")).encode()
-
-
-def deserialize(data: bytes) -> Any:
-    return json.loads(data, object_hook=_decode)
-
-
-def _encode(value: object) -> object:
-    if isinstance(value, BaseException):
-        return {"__error__": type(value).__name__, "message": str(value)}
-    raise TypeError(
-        f"{type(value).__name__} is not a JSON value: task arguments and results must be "
-        "dicts, lists, strings, numbers, booleans or None"
-    )
-
-
-def _decode(obj: dict[str, Any]) -> object:
-    if set(obj) == {"__error__", "message"}:
-        if obj["__error__"] == "CancelledError":
-            return asyncio.CancelledError(obj["message"])
-        name, message = obj["__error__"], obj["message"]
-        return TaskError(f"{name}: {message}" if message else name)
-    return obj
 
 
 def queue_redis_settings(settings: Settings) -> RedisSettings:
@@ -131,76 +73,6 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     )
 
 
-@dataclass(frozen=True)
-class TaskState:
-    """What `GET /api/v1/tasks/{task_id}` reports."""
-
-    task_id: str
-    name: str
-    status: TaskStatus
-    progress: int | None
-    result: Any
-    error: str | None
-    tries: int
-    enqueued_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
-    def as_event(self) -> TaskEvent:
-        """The state as an event: named after the status once finished, with the result or
-        error; "state" before that."""
-        if self.finished:
-            data = {"result": self.result, "error": self.error, "tries": self.tries}
-            return task_event(self.task_id, self.status, self.progress, self.status, data)
-        return task_event(self.task_id, self.status, self.progress, "state", {"tries": self.tries})
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A task that failed for good, as `GET /api/v1/tasks?status=failed` lists it."""
-
-    task_id: str
-    name: str
-    args: dict[str, Any]
-    positional_args: list[Any]
-    error: str
-    traceback: str | None
-    tries: int
-    queue: str
-    enqueued_at: datetime
-    failed_at: datetime
-
-
-@dataclass(frozen=True)
-class Histogram:
-    buckets: dict[float, int]
-    sum_s: float
-    count: int
-
-
-@dataclass(frozen=True)
-class TaskMetrics:
-    """Counts kept in Redis, so that every API process reports the same numbers."""
-
-    depths: dict[str, int]
-    in_progress: int
-    outcomes: dict[tuple[str, str], int]
-    durations: dict[str, Histogram]
-
-
-@dataclass(frozen=True)
-class TryOutcome:
-    """How one try of a task ended, for /metrics: complete, failed, retried or cancelled."""
-
-    task: str
-    outcome: str
-    duration_s: float
-
-
 class TaskQueue:
     """Enqueue and follow tasks on the queues of the settings, through one shared pool."""
 
@@ -208,8 +80,9 @@ class TaskQueue:
         self.pool = pool
         self.settings = settings
         self.queues = (settings.task_queue, settings.slow_task_queue)
+        self.dead_letter_store = DeadLetterStore(pool, settings.task_dead_letter_max)
+        self.metrics_store = TaskMetricsStore(pool)
         self._enqueue_script = pool.register_script(ENQUEUE_SCRIPT)
-        self._end_script = pool.register_script(END_SCRIPT)
 
     async def enqueue(
         self,
@@ -252,62 +125,7 @@ class TaskQueue:
 
     async def state(self, task_id: str) -> TaskState | None:
         """The task's status, progress, result and times; None for an unknown id."""
-        async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.get(result_key_prefix + task_id)
-            pipe.exists(in_progress_key_prefix + task_id)
-            pipe.get(job_key_prefix + task_id)
-            pipe.get(retry_key_prefix + task_id)
-            pipe.get(PROGRESS_KEY_PREFIX + task_id)
-            for queue in self.queues:
-                pipe.zscore(queue, task_id)
-            result_raw, running, job_raw, tries_raw, progress_raw, *scores = await pipe.execute()
-        progress = deserialize(progress_raw)["progress"] if progress_raw else None
-        if result_raw:
-            result = deserialize_result(result_raw, deserializer=deserialize)
-            failure = None if result.success else result.result
-            status: TaskStatus = "complete"
-            if isinstance(failure, asyncio.CancelledError):
-                status = "aborted"
-            elif failure is not None:
-                status = "failed"
-            return TaskState(
-                task_id=task_id,
-                name=result.function,
-                status=status,
-                progress=progress,
-                result=result.result if result.success else None,
-                error=None if failure is None else str(failure) or status,
-                tries=result.job_try,
-                enqueued_at=result.enqueue_time,
-                started_at=result.start_time,
-                finished_at=result.finish_time,
-            )
-        if not job_raw:
-            return None
-        try:
-            job = deserialize_job(job_raw, deserializer=deserialize)
-            name, enqueued_at = job.function, job.enqueue_time
-        except SerializationError:  # not written by this service: a worker will fail it
-            name, enqueued_at = UNREADABLE, None
-        score = next((score for score in scores if score is not None), None)
-        if running:
-            status = "in_progress"
-        elif score is not None and score > time.time() * 1000:
-            status = "deferred"
-        else:
-            status = "queued"
-        return TaskState(
-            task_id=task_id,
-            name=name,
-            status=status,
-            progress=progress,
-            result=None,
-            error=None,
-            tries=int(tries_raw or 0),
-            enqueued_at=enqueued_at,
-            started_at=None,
-            finished_at=None,
-        )
+        return await read_task_state(self.pool, self.queues, task_id)
 
     async def abort(self, task_id: str) -> Literal["aborted", "aborting"]:
         """Stop a task that has not finished. A queued or deferred one is taken off its queue
@@ -340,81 +158,24 @@ class TaskQueue:
 
     async def metrics(self) -> TaskMetrics:
         """Queue depths, tasks running, and what the workers recorded of each try."""
-        async with self.pool.pipeline(transaction=False) as pipe:
-            for queue in self.queues:
-                pipe.zcard(queue)
-            pipe.hgetall(OUTCOMES_KEY)
-            pipe.hgetall(DURATIONS_KEY)
-            *depths, outcomes_raw, durations_raw = await pipe.execute()
-        in_progress = 0
-        async for _ in self.pool.scan_iter(match=in_progress_key_prefix + "*", count=1_000):
-            in_progress += 1
-        outcomes: dict[tuple[str, str], int] = {}
-        for field, count in outcomes_raw.items():
-            task, outcome = field.decode().split("|")
-            outcomes[task, outcome] = int(count)
-        return TaskMetrics(
-            depths=dict(zip(self.queues, map(int, depths), strict=True)),
-            in_progress=in_progress,
-            outcomes=outcomes,
-            durations=_histograms(durations_raw),
-        )
+        return await self.metrics_store.read(self.queues)
 
     async def dead_letter(self, task_id: str, traceback: str | None) -> None:
-        """Record a task whose stored result is a failure, keeping the newest
-        TASK_DEAD_LETTER_MAX records."""
-        result_raw = await self.pool.get(result_key_prefix + task_id)
-        if not result_raw:
-            return
-        result = deserialize_result(result_raw, deserializer=deserialize)
-        record = {
-            "task_id": task_id,
-            "name": result.function,
-            "args": result.kwargs,
-            "positional_args": list(result.args),
-            "error": str(result.result),
-            "traceback": traceback,
-            "tries": result.job_try,
-            "queue": result.queue_name,
-            "enqueued_at": result.enqueue_time.isoformat(),
-            "failed_at": result.finish_time.isoformat(),
-        }
-        keep = self.settings.task_dead_letter_max
-        async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.set(DEAD_LETTER_PREFIX + task_id, serialize(record))
-            # Ordered by when it was recorded, to the microsecond: tries that fail within one
-            # millisecond (arq's resolution) still list newest first.
-            pipe.zadd(DEAD_LETTERS_KEY, {task_id: time.time()})
-            pipe.zrange(DEAD_LETTERS_KEY, 0, -keep - 1)
-            *_, overflow = await pipe.execute()
-        if overflow:
-            async with self.pool.pipeline(transaction=True) as pipe:
-                pipe.zrem(DEAD_LETTERS_KEY, *overflow)
-                pipe.delete(*(DEAD_LETTER_PREFIX + old.decode() for old in overflow))
-                await pipe.execute()
+        """Record a task whose stored result is a failure (the newest TASK_DEAD_LETTER_MAX
+        are kept)."""
+        await self.dead_letter_store.record(task_id, traceback)
 
     async def dead_letters(self, *, limit: int, offset: int = 0) -> list[DeadLetter]:
         """Tasks that failed for good, the most recent first."""
-        ids = await self.pool.zrevrange(DEAD_LETTERS_KEY, offset, offset + limit - 1)
-        if not ids:
-            return []
-        records = await self.pool.mget([DEAD_LETTER_PREFIX + task_id.decode() for task_id in ids])
-        return [_dead_letter(deserialize(raw)) for raw in records if raw]
+        return await self.dead_letter_store.newest(limit=limit, offset=offset)
 
     async def retry(self, task_id: str) -> bool:
         """Enqueue a dead-lettered task again, under the same id, with its arguments;
         False when it is not dead-lettered."""
-        raw = await self.pool.get(DEAD_LETTER_PREFIX + task_id)
-        if not raw:
+        stale = (result_key_prefix + task_id, PROGRESS_KEY_PREFIX + task_id)
+        letter = await self.dead_letter_store.take(task_id, *stale)
+        if letter is None:
             return False
-        letter = _dead_letter(deserialize(raw))
-        async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.zrem(DEAD_LETTERS_KEY, task_id)
-            pipe.delete(DEAD_LETTER_PREFIX + task_id)
-            pipe.delete(result_key_prefix + task_id, PROGRESS_KEY_PREFIX + task_id)
-            removed, *_ = await pipe.execute()
-        if not removed:
-            return False  # another retry took it first
         enqueued = await self.enqueue(
             letter.name,
             *letter.positional_args,
@@ -423,25 +184,6 @@ class TaskQueue:
             **letter.args,
         )
         return enqueued is not None
-
-    async def count_try(self, outcome: TryOutcome, channel: str, payload: bytes) -> None:
-        """Count one try by outcome, and its duration, for /metrics; with a `channel`, publish
-        `payload` on it in the same round trip."""
-        task, duration_s = outcome.task, outcome.duration_s
-        bucket_s = next(bound for bound in DURATION_BUCKETS_S if duration_s <= bound)
-        await self._end_script(
-            keys=[OUTCOMES_KEY, DURATIONS_KEY],
-            args=[
-                f"{task}|{outcome.outcome}",
-                f"{task}|le:{bucket_s!r}",
-                f"{task}|sum",
-                duration_s,
-                f"{task}|count",
-                channel,
-                payload,
-            ],
-            client=self.pool,
-        )
 
     async def worker_alive(self, queue: str) -> bool:
         """True while a worker of `queue` has written its heartbeat recently."""
@@ -479,35 +221,6 @@ class TaskQueue:
             await publish_event(self.pool, state.as_event())
 
 
-def _dead_letter(record: dict[str, Any]) -> DeadLetter:
-    return DeadLetter(
-        **{
-            **record,
-            "enqueued_at": datetime.fromisoformat(record["enqueued_at"]),
-            "failed_at": datetime.fromisoformat(record["failed_at"]),
-        }
-    )
-
-
-def _histograms(raw: dict[bytes, bytes]) -> dict[str, Histogram]:
-    fields: dict[str, dict[str, str]] = {}
-    for field, value in raw.items():
-        task, name = field.decode().split("|", 1)
-        fields.setdefault(task, {})[name] = value.decode()
-    return {
-        task: Histogram(
-            buckets={
-                float(name.removeprefix("le:")): int(value)
-                for name, value in values.items()
-                if name.startswith("le:")
-            },
-            sum_s=float(values.get("sum", 0)),
-            count=int(values.get("count", 0)),
-        )
-        for task, values in fields.items()
-    }
-
-
 def open_queue_pool(settings: Settings, *, patient: bool = False) -> ArqRedis:
     """arq's client on the queue database, with the JSON serializer; see `create_redis` for
     `patient`. It connects on first use."""
@@ -537,10 +250,6 @@ def _milliseconds(duration: float | timedelta | None) -> int:
 
 def wake_channel(queue: str) -> str:
     return WAKE_CHANNEL_PREFIX + queue
-
-
-async def publish_event(redis: ArqRedis, event: TaskEvent) -> None:
-    await redis.publish(events_channel(event["task_id"]), serialize(event))
 
 
 async def report_progress(
@@ -574,7 +283,7 @@ async def task_ended(ctx: dict[str, Any], outcome: TryOutcome | None) -> None:
             data = {"result": ctx["task_result"], "error": None, "tries": ctx["job_try"]}
             event = task_event(task_id, "complete", ctx.get("progress"), "complete", data)
             channel, payload = events_channel(task_id), serialize(event)
-        await tasks.count_try(outcome, channel, payload)
+        await tasks.metrics_store.count_try(outcome, channel, payload)
     if complete:
         return
     state = await tasks.state(task_id)

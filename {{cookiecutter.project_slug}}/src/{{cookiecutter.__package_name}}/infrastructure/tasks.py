@@ -34,18 +34,17 @@ from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
 from .cache import Cache
 from .events import events_channel
 from .queue import (
-    PROGRESS_KEY_PREFIX,
     NonRetryableError,
     TaskQueue,
-    TryOutcome,
-    deserialize,
     open_queue_pool,
     queue_redis_settings,
-    serialize,
     task_ended,
     wake_channel,
 )
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
+from .serialization import deserialize, serialize
+from .task_metrics import TryOutcome
+from .task_state import PROGRESS_KEY_PREFIX
 
 logger = logging.getLogger(__name__)
 TaskFunction = Callable[..., Awaitable[Any]]

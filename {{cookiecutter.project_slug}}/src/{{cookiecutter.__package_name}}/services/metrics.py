@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from ..infrastructure.queue import DURATION_BUCKETS_S, TaskMetrics
+from ..infrastructure.task_metrics import DURATION_BUCKETS_S, TaskMetrics
 
 
 def _labels(**labels: str) -> str:

@@ -8,8 +8,11 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from ..infrastructure.dead_letters import DeadLetter
 from ..infrastructure.events import TaskEvent, TaskEventHub
-from ..infrastructure.queue import FINISHED, DeadLetter, TaskQueue, TaskState, deserialize
+from ..infrastructure.queue import TaskQueue
+from ..infrastructure.serialization import deserialize
+from ..infrastructure.task_state import FINISHED, TaskState
 from ..settings import Settings
 from ..tasks.registry import API_TASKS
 

@@ -1,0 +1,103 @@
+"""Tasks that failed for good, kept where operators can list and retry them."""
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import result_key_prefix
+from arq.jobs import deserialize_result
+
+from .serialization import deserialize, serialize
+
+# A sorted set of the ids by when they failed, and one JSON record each.
+DEAD_LETTERS_KEY = "task:dead-letters"
+DEAD_LETTER_PREFIX = "task:dead-letter:"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A task that failed for good, as `GET /api/v1/tasks?status=failed` lists it."""
+
+    task_id: str
+    name: str
+    args: dict[str, Any]
+    positional_args: list[Any]
+    error: str
+    traceback: str | None
+    tries: int
+    queue: str
+    enqueued_at: datetime
+    failed_at: datetime
+
+
+class DeadLetterStore:
+    """The newest `keep` dead letters: name, arguments, error, traceback, tries and times."""
+
+    def __init__(self, redis: ArqRedis, keep: int) -> None:
+        self.redis = redis
+        self.keep = keep
+
+    async def record(self, task_id: str, traceback: str | None) -> None:
+        """Record a task whose stored result is a failure, dropping the oldest past `keep`."""
+        result_raw = await self.redis.get(result_key_prefix + task_id)
+        if not result_raw:
+            return
+        result = deserialize_result(result_raw, deserializer=deserialize)
+        record = {
+            "task_id": task_id,
+            "name": result.function,
+            "args": result.kwargs,
+            "positional_args": list(result.args),
+            "error": str(result.result),
+            "traceback": traceback,
+            "tries": result.job_try,
+            "queue": result.queue_name,
+            "enqueued_at": result.enqueue_time.isoformat(),
+            "failed_at": result.finish_time.isoformat(),
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(DEAD_LETTER_PREFIX + task_id, serialize(record))
+            # Ordered by when it was recorded, to the microsecond: tries that fail within one
+            # millisecond (arq's resolution) still list newest first.
+            pipe.zadd(DEAD_LETTERS_KEY, {task_id: time.time()})
+            pipe.zrange(DEAD_LETTERS_KEY, 0, -self.keep - 1)
+            *_, overflow = await pipe.execute()
+        if overflow:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(DEAD_LETTERS_KEY, *overflow)
+                pipe.delete(*(DEAD_LETTER_PREFIX + old.decode() for old in overflow))
+                await pipe.execute()
+
+    async def newest(self, *, limit: int, offset: int = 0) -> list[DeadLetter]:
+        """Dead letters, the most recent first."""
+        ids = await self.redis.zrevrange(DEAD_LETTERS_KEY, offset, offset + limit - 1)
+        if not ids:
+            return []
+        records = await self.redis.mget([DEAD_LETTER_PREFIX + task_id.decode() for task_id in ids])
+        return [_dead_letter(deserialize(raw)) for raw in records if raw]
+
+    async def take(self, task_id: str, *also_delete: str) -> DeadLetter | None:
+        """Remove a dead letter, and the keys `also_delete` in the same transaction; the
+        letter, or None when there is none (or another caller took it first)."""
+        raw = await self.redis.get(DEAD_LETTER_PREFIX + task_id)
+        if not raw:
+            return None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(DEAD_LETTERS_KEY, task_id)
+            pipe.delete(DEAD_LETTER_PREFIX + task_id)
+            if also_delete:
+                pipe.delete(*also_delete)
+            removed, *_ = await pipe.execute()
+        return _dead_letter(deserialize(raw)) if removed else None
+
+
+def _dead_letter(record: dict[str, Any]) -> DeadLetter:
+    return DeadLetter(
+        **{
+            **record,
+            "enqueued_at": datetime.fromisoformat(record["enqueued_at"]),
+            "failed_at": datetime.fromisoformat(record["failed_at"]),
+        }
+    )
