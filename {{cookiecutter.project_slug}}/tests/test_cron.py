@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.infrastructure.sessions import SessionStore
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
+    RUN_BY_OUR_WORKER,
     on_startup,
     shutdown,
     worker_settings,
@@ -71,7 +72,7 @@ async def test_each_run_fires_once_with_three_workers(
 
 
 async def started_ctx(settings: Settings, task_queue: TaskQueue) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"redis": task_queue.pool}
+    ctx: dict[str, Any] = {"redis": task_queue.pool, RUN_BY_OUR_WORKER: True}  # as Worker sets
     await on_startup(settings)(ctx)
     return ctx
 

@@ -184,3 +184,40 @@ async def test_three_workers_run_each_of_300_tasks_exactly_once(
     assert [state.result["message"] for state in states if state] == [str(n) for n in range(300)]
     metrics = await task_queue.metrics()
     assert metrics.outcomes == {("example_task", "complete"): 300}
+
+
+async def test_arq_s_own_cli_refuses_to_start_and_names_just_worker(
+    task_queue: TaskQueue, start_worker: StartWorker, arq_env: dict[str, str]
+) -> None:
+    """`arq <package>.infrastructure.tasks.WorkerSettings`, the command arq's docs teach, would
+    run a worker without leases, wake-ups or dead letters: it exits at once, saying so, takes
+    no task and leaves the running workers' heartbeat alone; `arq --check` still works."""
+    settings = "{{ cookiecutter.__package_name }}.infrastructure.tasks.WorkerSettings"
+    arq_cli = [sys.executable, "-m", "arq", settings]
+
+    def run_arq(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*arq_cli, *extra], env=arq_env, capture_output=True, text=True, timeout=DEADLINE_S
+        )
+
+    task_id = await task_queue.enqueue("example_task", message="m", steps=1, delay_s=0)
+    assert task_id
+    refused = await asyncio.to_thread(run_arq)
+    assert refused.returncode == 2
+    assert "just worker" in refused.stderr
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.status, state.tries) == ("queued", 0)
+    assert (await asyncio.to_thread(run_arq, "--check")).returncode == 1
+
+    start_worker("default")
+
+    async def status() -> str:
+        state = await task_queue.state(task_id)
+        return state.status if state else "missing"
+
+    await eventually(status, "complete")
+    await eventually(lambda: worker_check(arq_env, "default"), 0)
+    assert (await asyncio.to_thread(run_arq)).returncode == 2
+    assert await task_queue.worker_alive(task_queue.settings.task_queue)
+    assert (await asyncio.to_thread(run_arq, "--check")).returncode == 0

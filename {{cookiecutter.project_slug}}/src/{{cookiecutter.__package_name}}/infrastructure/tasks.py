@@ -1,7 +1,10 @@
 """The worker that `python -m {{ cookiecutter.__package_name }}.worker` runs.
 
 `Worker` runs `WorkerSettings` (the default queue and the cron jobs) or, with `--queue slow`,
-`SlowWorkerSettings` (the slow queue).
+`SlowWorkerSettings` (the slow queue). arq's own CLI (`arq ...tasks.WorkerSettings`) would run
+them in arq's plain worker, without crash leases, wake-ups or dead letters for the tasks arq
+fails itself: such a worker refuses to start and names the command to use. `arq --check` on
+these settings works as usual.
 
 Every arq option we rely on is set here explicitly, from the settings; docs/background-tasks.md
 explains each value. Tasks are plain `async def task(ctx, ...)` functions listed in
@@ -12,12 +15,14 @@ import asyncio
 import functools
 import logging
 import logging.config
+import os
 import random
+import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import arq.worker
 from arq import Retry
@@ -47,6 +52,14 @@ from .task_metrics import TryOutcome
 from .task_state import PROGRESS_KEY_PREFIX
 
 logger = logging.getLogger(__name__)
+# Set in ctx by `Worker`: the settings below start no other worker class.
+RUN_BY_OUR_WORKER = "run_by_our_worker"
+PLAIN_ARQ_REFUSAL = (
+    "arq's CLI runs arq's own worker, which lacks this service's crash leases, wake-ups and "
+    "dead letters: start workers with `just worker` (or `python -m "
+    "{{ cookiecutter.__package_name }}.worker [--queue slow]`). "
+    "`arq --check` on these settings still works."
+)
 TaskFunction = Callable[..., Awaitable[Any]]
 
 
@@ -203,6 +216,7 @@ class Worker(arq.worker.Worker):
 
     def __init__(self, *, lease_s: float, **options: Any) -> None:
         super().__init__(**options)
+        self.ctx[RUN_BY_OUR_WORKER] = True
         self.max_wait_s = self.poll_delay_s
         self.poll_delay_s = 0.0  # the waiting happens in _poll_iteration, below
         self.lease_ms = int(lease_s * 1000)
@@ -339,6 +353,8 @@ def as_cron_job(spec: CronSpec) -> CronJob:
 def on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]]:
     async def startup(ctx: dict[str, Any]) -> None:
         """Create the clients every task shares, once per worker process, into `ctx`."""
+        if not ctx.get(RUN_BY_OUR_WORKER):
+            refuse_to_start()
         ctx["settings"] = settings
         ctx["cache_redis"] = create_redis(settings)
         ctx["cache"] = Cache(
@@ -349,6 +365,13 @@ def on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]
         ctx["tasks"] = TaskQueue(ctx["redis"], settings)
 
     return startup
+
+
+def refuse_to_start() -> NoReturn:
+    """Stop a plain arq worker before it takes any task. It exits at once, as arq's own
+    shutdown would delete the queue's heartbeat, which the running workers share."""
+    print(f"ERROR: {PLAIN_ARQ_REFUSAL}", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
