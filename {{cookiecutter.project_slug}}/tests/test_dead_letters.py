@@ -197,7 +197,7 @@ async def test_with_an_operator_token_only_its_bearer_passes(
             listed = await client.get(FAILED, headers=headers)
             assert listed.status_code == 401, headers
             assert listed.headers["WWW-Authenticate"] == "Bearer"
-            assert "operator token" in listed.json()["detail"]
+            assert "OPERATOR_TOKEN" in listed.json()["detail"]
             retried = await client.post(f"/api/v1/tasks/{task_id}/retry", headers=headers)
             assert retried.status_code == 401
         assert (await client.get(f"/api/v1/tasks/{task_id}")).json()["status"] == "failed"

@@ -4,13 +4,18 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from arq.worker import Worker
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
+from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TASKS, TaskSpec
+
+from .support import serve
 
 
 async def breaks(ctx: dict[str, Any]) -> None:
@@ -62,3 +67,28 @@ async def test_metrics_report_depths_outcomes_and_durations(
     ]
     assert cumulative == sorted(cumulative)
     assert cumulative[-1] == 2
+
+
+async def test_with_a_metrics_token_only_its_bearer_reads_the_metrics(settings: Settings) -> None:
+    """It answers 401 with WWW-Authenticate to a scraper without METRICS_TOKEN, or with
+    another token (the operator's included), and the metrics to one bearing it."""
+    token, operator = "a-long-metrics-token-for-tests", "a-long-operator-token-for-tests"
+    settings = settings.model_copy(
+        update={"metrics_token": SecretStr(token), "operator_token": SecretStr(operator)}
+    )
+    async with serve(create_app(settings)) as client:
+        for credential in (None, "wrong", operator, token[:-1]):
+            headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+            refused = await client.get("/metrics", headers=headers)
+            assert refused.status_code == 401, credential
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+            assert "METRICS_TOKEN" in refused.json()["detail"]
+        allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert allowed.status_code == 200
+        assert "tasks_queue_depth" in allowed.text
+
+
+def test_a_short_metrics_token_is_refused() -> None:
+    with pytest.raises(ValueError, match="METRICS_TOKEN must be at least 16 characters"):
+        Settings(metrics_token="short", _env_file=None)
+    assert Settings(metrics_token="", _env_file=None).metrics_token is None

@@ -174,3 +174,26 @@ async def test_redis_down_gives_503_with_retry_after(redis: Redis) -> None:
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"
         assert "unreachable" in response.json()["detail"]
+
+
+async def test_a_full_queue_sheds_submissions_with_503_and_retry_after(
+    settings: Settings, task_queue: TaskQueue
+) -> None:
+    """It accepts submissions until the queue holds TASK_MAX_QUEUE_DEPTH tasks, then answers
+    503 with Retry-After and queues nothing; a duplicate id is still a 409; once the queue
+    has room again, submissions are accepted."""
+    settings = settings.model_copy(update={"task_max_queue_depth": 2})
+    body: dict[str, Any] = {"name": "example_task", "args": {"message": "m"}}
+    async with serve(create_app(settings)) as client:
+        for task_id in ("first", "second"):
+            accepted = await client.post(TASKS, json={**body, "task_id": task_id})
+            assert accepted.status_code == 202
+        shed = await client.post(TASKS, json={**body, "task_id": "third"})
+        assert shed.status_code == 503
+        assert int(shed.headers["Retry-After"]) > 0
+        assert "full" in shed.json()["detail"]
+        assert (await client.get(f"{TASKS}/third")).status_code == 404
+        assert (await client.post(TASKS, json={**body, "task_id": "first"})).status_code == 409
+        assert await queued_count(task_queue) == 2
+        assert (await client.delete(f"{TASKS}/first")).status_code == 202
+        assert (await client.post(TASKS, json={**body, "task_id": "third"})).status_code == 202

@@ -9,7 +9,7 @@ from typing import {% if cookiecutter.cache_backend != "none" %}Annotated, {% en
 from urllib.parse import urlsplit
 {%- endif %}
 
-from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn{% endif %}{% if cookiecutter.cache_backend != "none" %}, SecretStr{% endif %}{% if cookiecutter.cache_backend != "none" %}, field_validator, model_validator{% endif %}
+from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn{% endif %}{% if cookiecutter.cache_backend != "none" %}, SecretStr{% endif %}{% if cookiecutter.cache_backend != "none" %}, ValidationInfo, field_validator, model_validator{% endif %}
 from pydantic_settings import BaseSettings, {% if cookiecutter.cache_backend != "none" %}NoDecode, {% endif %}SettingsConfigDict
 
 {%- if cookiecutter.cache_backend != "none" %}
@@ -69,11 +69,17 @@ class Settings(BaseSettings):
     # Followers of a task's events (SSE, WebSocket) re-read its stored state this often when
     # no event arrives, so that they never wait on an event that was lost.
     task_events_recheck_s: float = Field(default=1.0, gt=0)
+    # Load shedding: submissions get 503 (with Retry-After) while their queue holds this many
+    # tasks (waiting, deferred or running), rather than growing Redis's memory without bound.
+    task_max_queue_depth: int = Field(default=100_000, gt=0)
     # Tasks that failed for good are kept for inspection and retry, the newest this many.
     task_dead_letter_max: int = Field(default=10_000, gt=0)
     # When set, the operator endpoints (the dead-letter list, retry) require
     # `Authorization: Bearer <OPERATOR_TOKEN>`. The post-gen hook wrote a random one to .env.
     operator_token: SecretStr | None = None
+    # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>` (give it to the
+    # scraper); empty leaves it open.
+    metrics_token: SecretStr | None = None
     session_ttl_s: int = Field(default=86_400, gt=0)
 {%- if cookiecutter.__examples == "yes" %}
 
@@ -101,14 +107,15 @@ class Settings(BaseSettings):
     cache_default_ttl_s: int = Field(default=300, gt=0)
 {%- if cookiecutter.cache_backend != "none" %}
 
-    @field_validator("operator_token", mode="before")
+    @field_validator("operator_token", "metrics_token", mode="before")
     @classmethod
-    def check_operator_token(cls, value: object) -> object:
+    def check_token(cls, value: object, info: ValidationInfo) -> object:
         if value == "":
-            return None  # empty: the operator endpoints are open
+            return None  # empty: what the token guards is open
         if isinstance(value, str) and len(value) < MIN_TOKEN_LENGTH:
+            name = (info.field_name or "token").upper()
             raise ValueError(
-                f"OPERATOR_TOKEN must be at least {MIN_TOKEN_LENGTH} characters; make one with "
+                f"{name} must be at least {MIN_TOKEN_LENGTH} characters; make one with "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         return value

@@ -13,6 +13,7 @@ from fastapi import Depends{% if cookiecutter.cache_backend != "none" %}, HTTPEx
 from fastapi.requests import HTTPConnection
 {%- if cookiecutter.cache_backend != "none" %}
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 {%- endif %}
 
 from ..infrastructure.cache import Cache
@@ -54,24 +55,39 @@ async def get_task_service(connection: HTTPConnection) -> TaskService:
 
 
 bearer = HTTPBearer(auto_error=False, description="OPERATOR_TOKEN, when one is set")
+metrics_bearer = HTTPBearer(
+    auto_error=False, scheme_name="MetricsToken", description="METRICS_TOKEN, when one is set"
+)
+Credentials = HTTPAuthorizationCredentials | None
 
 
-async def require_operator(
-    connection: HTTPConnection,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """With OPERATOR_TOKEN set, only a request bearing it passes; 401 otherwise."""
-    settings: Settings = connection.app.state.settings
-    token = settings.operator_token
+def check_bearer(token: SecretStr | None, credentials: Credentials, name: str) -> None:
+    """Pass when `token` is unset or the request bears it; 401 with WWW-Authenticate else."""
     if token is None:
         return
     given = credentials.credentials.encode() if credentials else b""
     if not secrets.compare_digest(given, token.get_secret_value().encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "This endpoint needs the operator token: Authorization: Bearer <OPERATOR_TOKEN>.",
+            f"This endpoint needs {name}: Authorization: Bearer <{name}>.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+async def require_operator(
+    connection: HTTPConnection, credentials: Annotated[Credentials, Depends(bearer)]
+) -> None:
+    """With OPERATOR_TOKEN set, only a request bearing it passes; 401 otherwise."""
+    settings: Settings = connection.app.state.settings
+    check_bearer(settings.operator_token, credentials, "OPERATOR_TOKEN")
+
+
+async def require_metrics_token(
+    connection: HTTPConnection, credentials: Annotated[Credentials, Depends(metrics_bearer)]
+) -> None:
+    """With METRICS_TOKEN set, only a request bearing it passes; 401 otherwise."""
+    settings: Settings = connection.app.state.settings
+    check_bearer(settings.metrics_token, credentials, "METRICS_TOKEN")
 {%- endif %}
 
 
@@ -93,4 +109,5 @@ WorkerProbesDep = Annotated[dict[str, WorkerProbe], Depends(get_worker_probes)]
 TaskQueueDep = Annotated[TaskQueue, Depends(get_task_queue)]
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
 OperatorDep = Depends(require_operator)
+MetricsTokenDep = Depends(require_metrics_token)
 {%- endif %}

@@ -1,5 +1,5 @@
-"""Error answers every route shares: 503 while the server is unreachable, and 422 bodies that
-say what is wrong without echoing the input back."""
+"""Error answers every route shares: 503 while the server is unreachable or the queue is full,
+and 422 bodies that say what is wrong without echoing the input back."""
 
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -9,9 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..infrastructure.queue import QueueFullError
 from ..infrastructure.redis import UNAVAILABLE_ERRORS
 
 RETRY_AFTER_S = 5
+# A full queue drains at the workers' pace: clients wait longer before trying again.
+QUEUE_FULL_RETRY_AFTER_S = 30
 
 
 async def server_unavailable(request: Request, exc: Exception) -> Response:
@@ -20,6 +23,15 @@ async def server_unavailable(request: Request, exc: Exception) -> Response:
         {"detail": "The task queue is unreachable right now; retry shortly."},
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def queue_full(request: Request, exc: Exception) -> Response:
+    """Load shedding: a 503 with Retry-After while the queue holds TASK_MAX_QUEUE_DEPTH tasks."""
+    return JSONResponse(
+        {"detail": "The task queue is full right now; retry later."},
+        status_code=503,
+        headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
     )
 
 
@@ -34,5 +46,6 @@ async def invalid_request(request: Request, exc: Exception) -> Response:
 Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 EXCEPTION_HANDLERS: dict[int | type[Exception], Handler] = {
     **dict.fromkeys(UNAVAILABLE_ERRORS, server_unavailable),
+    QueueFullError: queue_full,
     RequestValidationError: invalid_request,
 }

@@ -29,7 +29,7 @@ class MediaAccepted(BaseModel):
     responses={
         **problem(413, "The file, or its pixel count, is too large"),
         **problem(415, "Not a JPEG, PNG or WebP image"),
-        **problem(503, "The queue is unreachable; retry later"),
+        **problem(503, "The queue is unreachable, or full (TASK_MAX_QUEUE_DEPTH); retry later"),
     },
 )
 async def upload_media(

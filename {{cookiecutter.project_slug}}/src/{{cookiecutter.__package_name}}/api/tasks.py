@@ -91,7 +91,7 @@ def problem(code: int, detail: Any) -> dict[int | str, dict[str, Any]]:
         **problem(409, "A task with this task_id already exists"),
         **problem(413, "The request body is too large"),
         **problem(422, "Unknown task, or arguments its model refuses"),
-        **problem(503, "The queue is unreachable; retry later"),
+        **problem(503, "The queue is unreachable, or full (TASK_MAX_QUEUE_DEPTH); retry later"),
     },
 )
 async def submit_task(

@@ -39,10 +39,15 @@ CLAIM_MS = 5_000
 
 
 # Enqueue as arq does (the job, then its id on the queue, unless the id is taken by a job or a
-# result), and wake the workers of the queue, atomically.
+# result), and wake the workers of the queue, atomically. With a maximum depth (ARGV[6] > 0),
+# a queue that already holds that many tasks takes no more.
 ENQUEUE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
     return 0
+end
+local max_depth = tonumber(ARGV[6])
+if max_depth > 0 and redis.call('ZCARD', KEYS[3]) >= max_depth then
+    return -1
 end
 redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
@@ -53,6 +58,14 @@ return 1
 
 class NonRetryableError(Exception):
     """Raise from a task to fail it at once: retrying cannot help (bad input, a broken file)."""
+
+
+class QueueFullError(Exception):
+    """The queue already holds the most tasks the caller allowed (`_max_depth`)."""
+
+    def __init__(self, queue: str, max_depth: int) -> None:
+        super().__init__(f"The queue {queue!r} already holds {max_depth} tasks.")
+        self.queue = queue
 
 
 def queue_redis_settings(settings: Settings) -> RedisSettings:
@@ -95,13 +108,15 @@ class TaskQueue:
         _defer_by: float | timedelta | None = None,
         _expires: float | timedelta | None = None,
         _job_try: int | None = None,
+        _max_depth: int | None = None,
         **kwargs: Any,
     ) -> str | None:
         """Enqueue `name(ctx, *args, **kwargs)` as arq's `enqueue_job` would, with its options
         (`_job_id`, `_queue_name`, `_defer_until`, `_defer_by`, `_expires`, `_job_try`), and
         wake the queue's workers, all in one round trip (arq takes three, and no wake-up).
         Returns the task id, or None when `_job_id` is taken: by a task still queued or
-        running, or by a result still kept."""
+        running, or by a result still kept. With `_max_depth`, raises QueueFullError when the
+        queue already holds that many tasks (waiting, deferred or running)."""
         if _defer_until is not None and _defer_by is not None:
             raise ValueError("Pass _defer_until or _defer_by, not both.")
         queue = _queue_name or self.queues[0]
@@ -116,11 +131,14 @@ class TaskQueue:
             payload = serialize_job(name, args, kwargs, _job_try, enqueued_ms, serializer=serialize)
         except SerializationError as exc:
             raise TypeError(f"Cannot enqueue {name}: {exc.__cause__}") from exc
+        max_depth = _max_depth or 0  # 0: no limit
         added = await self._enqueue_script(
             keys=[job_key_prefix + task_id, result_key_prefix + task_id, queue],
-            args=[payload, max(1, expires_ms), score, task_id, wake_channel(queue)],
+            args=[payload, max(1, expires_ms), score, task_id, wake_channel(queue), max_depth],
             client=self.pool,
         )
+        if added == -1:
+            raise QueueFullError(queue, max_depth)
         return task_id if added else None
 
     async def state(self, task_id: str) -> TaskState | None:

@@ -87,7 +87,10 @@ class TaskService:
             raise DeferTooLongError(self._settings.task_max_defer_s)
         settings = self._settings
         queue = settings.slow_task_queue if spec.queue == "slow" else settings.task_queue
-        options: dict[str, Any] = {"_queue_name": queue}
+        options: dict[str, Any] = {
+            "_queue_name": queue,
+            "_max_depth": settings.task_max_queue_depth,
+        }
         if task_id is not None:
             options["_job_id"] = task_id
         if defer_by_s:
