@@ -46,6 +46,7 @@ COMMON = {
     "tests/conftest.py",
     "tests/test_architecture.py",
     "tests/test_cache.py",
+    "tests/test_cors.py",
     "tests/test_docs.py",
     "tests/test_health.py",
     "tests/test_settings.py",

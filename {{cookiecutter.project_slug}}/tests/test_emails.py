@@ -17,6 +17,7 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from {{ cookiecutter.__package_name }}.infrastructure.mailer import RateLimit
+from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 REFUSED = "nobody@refused.example"
@@ -56,9 +57,18 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 @pytest.fixture
-def settings(settings: Settings, mailbox: tuple[Mailbox, int]) -> Settings:
+def allowed_domains() -> list[str]:
+    """EMAIL_ALLOWED_RECIPIENT_DOMAINS: any domain, unless a test parametrizes this."""
+    return []
+
+
+@pytest.fixture
+def settings(
+    settings: Settings, mailbox: tuple[Mailbox, int], allowed_domains: list[str]
+) -> Settings:
     update = {"smtp_host": "127.0.0.1", "smtp_port": mailbox[1], "email_rate_window_s": 0.5}
-    return settings.model_copy(update={**update, "email_rate_limit": 3})
+    update |= {"email_rate_limit": 3, "email_allowed_recipient_domains": allowed_domains}
+    return settings.model_copy(update=update)
 
 
 async def submit(client: httpx.AsyncClient, name: str, args: dict[str, Any]) -> str:
@@ -142,3 +152,56 @@ async def test_bad_addresses_and_header_injection_are_refused(client: httpx.Asyn
     ):
         reply = await client.post("/api/v1/tasks", json={"name": "send_single_email", "args": args})
         assert reply.status_code == 422, args
+
+
+@pytest.mark.parametrize("allowed_domains", [["example.com"]])
+async def test_recipients_outside_the_allowed_domains_are_refused(
+    client: httpx.AsyncClient,
+    task_queue: TaskQueue,
+    make_worker: Callable[..., Worker],
+    settings: Settings,
+    mailbox: tuple[Mailbox, int],
+) -> None:
+    """With EMAIL_ALLOWED_RECIPIENT_DOMAINS set, the API answers 422 for any recipient
+    elsewhere and queues nothing; tasks enqueued from code, past the API, refuse them too."""
+    outsider = "eve@elsewhere.example"
+    for name, args in (
+        ("send_single_email", {"to": outsider, "subject": "x", "body": "x"}),
+        ("send_bulk_emails", {"recipients": ["ada@example.com", outsider], "subject": "x",
+                              "body": "x"}),
+    ):  # fmt: skip
+        reply = await client.post("/api/v1/tasks", json={"name": name, "args": args})
+        assert reply.status_code == 422, reply.text
+        assert "EMAIL_ALLOWED_RECIPIENT_DOMAINS (example.com)" in reply.text
+        assert outsider not in reply.text
+    assert (await task_queue.metrics()).depths[settings.slow_task_queue] == 0
+    allowed = await submit(
+        client, "send_single_email", {"to": "Ada@EXAMPLE.com", "subject": "x", "body": "x"}
+    )
+
+    slow = settings.slow_task_queue
+    single = await task_queue.enqueue(
+        "send_single_email", to=outsider, subject="x", body="x", _queue_name=slow
+    )
+    bulk = await task_queue.enqueue(
+        "send_bulk_emails", recipients=["grace@example.com", outsider], subject="x", body="x",
+        _queue_name=slow,
+    )  # fmt: skip
+    assert single
+    assert bulk
+    await make_worker(queue=slow).main()
+    assert (await client.get(allowed)).json()["status"] == "complete"
+    refused = (await client.get(f"/api/v1/tasks/{single}")).json()
+    assert (refused["status"], refused["tries"]) == ("failed", 1)
+    assert "outside EMAIL_ALLOWED_RECIPIENT_DOMAINS" in refused["error"]
+    result = (await client.get(f"/api/v1/tasks/{bulk}")).json()["result"]
+    assert result == {"sent": 1, "refused": [outsider], "total": 2}
+    delivered = sorted(message["To"] for message in mailbox[0].messages)
+    assert delivered == ["Ada@EXAMPLE.com", "grace@example.com"]
+
+
+def test_allowed_domains_are_read_as_a_list() -> None:
+    settings = Settings(
+        email_allowed_recipient_domains=" Example.com, corp.example ,", _env_file=None
+    )
+    assert settings.email_allowed_recipient_domains == ["example.com", "corp.example"]

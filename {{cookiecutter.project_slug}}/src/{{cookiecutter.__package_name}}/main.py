@@ -8,6 +8,7 @@ from functools import partial
 {%- endif %}
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
 {%- if cookiecutter.cache_backend != "none" %}
@@ -84,5 +85,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 {%- else %}
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
 {%- endif %}
+    if settings.cors_allow_origins:
+        # Clients authenticate with a header, not cookies: no credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
     app.include_router(api_router)
     return app

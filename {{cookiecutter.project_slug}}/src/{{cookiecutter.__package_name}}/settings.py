@@ -1,21 +1,29 @@
 """The service's configuration: one class, read from the environment and a `.env` file."""
 
+import re
 from functools import lru_cache
 {%- if cookiecutter.__examples == "yes" %}
 from pathlib import Path
 {%- endif %}
-from typing import {% if cookiecutter.cache_backend != "none" %}Annotated, {% endif %}Literal{% if cookiecutter.cache_backend != "none" %}, Self{% endif %}
+from typing import Annotated, Literal{% if cookiecutter.cache_backend != "none" %}, Self{% endif %}
 {%- if cookiecutter.cache_backend != "none" %}
 from urllib.parse import urlsplit
 {%- endif %}
 
-from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn{% endif %}{% if cookiecutter.cache_backend != "none" %}, SecretStr{% endif %}{% if cookiecutter.cache_backend != "none" %}, ValidationInfo, field_validator, model_validator{% endif %}
-from pydantic_settings import BaseSettings, {% if cookiecutter.cache_backend != "none" %}NoDecode, {% endif %}SettingsConfigDict
+from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn, SecretStr, ValidationInfo{% endif %}, field_validator{% if cookiecutter.cache_backend != "none" %}, model_validator{% endif %}
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+ORIGIN = re.compile(r"https?://[^/\s*]+")
 {%- if cookiecutter.cache_backend != "none" %}
-
 MIN_TOKEN_LENGTH = 16
 {%- endif %}
+
+
+def split_commas(value: object) -> object:
+    """A comma-separated environment value as a list of its non-empty, trimmed items."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -28,6 +36,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Larger request bodies are refused with 413.
     api_max_body_bytes: int = Field(default=65_536, gt=0)
+    # Browser origins allowed to call the API from their pages (CORS), comma-separated, e.g.
+    # "https://app.example.com". Empty: none, so browsers keep other sites' pages out.
+    cors_allow_origins: Annotated[list[str], NoDecode] = []
 {%- if cookiecutter.cache_backend != "none" %}
 
     # redis:// or rediss:// (TLS), with an optional password: redis://:secret@host:6379/0.
@@ -99,12 +110,27 @@ class Settings(BaseSettings):
     # At most EMAIL_RATE_LIMIT messages per EMAIL_RATE_WINDOW_S, across all workers.
     email_rate_limit: int = Field(default=60, gt=0)
     email_rate_window_s: float = Field(default=60.0, gt=0)
+    # Recipient domains the e-mail tasks may send to, comma-separated (e.g. "example.com");
+    # empty allows any. Other recipients are refused by the API and by the tasks.
+    email_allowed_recipient_domains: Annotated[list[str], NoDecode] = []
 {%- endif %}
 {%- else %}
 
     cache_max_entries: int = Field(default=10_000, gt=0)
 {%- endif %}
     cache_default_ttl_s: int = Field(default=300, gt=0)
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def check_origins(cls, value: object) -> object:
+        value = split_commas(value)
+        for origin in value if isinstance(value, list) else []:
+            if not ORIGIN.fullmatch(str(origin)):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme and host (and port), such as "
+                    "https://app.example.com, without a path or '*'"
+                )
+        return value
 {%- if cookiecutter.cache_backend != "none" %}
 
     @field_validator("operator_token", "metrics_token", mode="before")
@@ -120,11 +146,19 @@ class Settings(BaseSettings):
             )
         return value
 
+{%- if cookiecutter.__examples == "yes" %}
+
+    @field_validator("email_allowed_recipient_domains", mode="before")
+    @classmethod
+    def split_domains(cls, value: object) -> object:
+        value = split_commas(value)
+        return [str(item).lower() for item in value] if isinstance(value, list) else value
+{%- endif %}
+
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def split_sentinels(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [item.strip() for item in value.split(",") if item.strip()]
+        value = split_commas(value)
         if isinstance(value, list):
             for item in value:
                 host, _, port = str(item).rpartition(":")

@@ -78,7 +78,10 @@ class TaskService:
         if spec is None or spec.args_model is None:
             raise UnknownTaskError(name)
         try:
-            arguments = spec.args_model.model_validate(args).model_dump(mode="json")
+            context = {"settings": self._settings}  # for checks that depend on the settings
+            arguments = spec.args_model.model_validate(args, context=context).model_dump(
+                mode="json"
+            )
         except ValidationError as exc:
             raise InvalidTaskArgsError(
                 exc.errors(include_url=False, include_context=False, include_input=False)

@@ -1,13 +1,24 @@
 """The e-mail example: one message, or many under a rate limit with "450 / 10,000 sent" progress.
 
 Both run on the slow queue. A refused recipient is not retried; a lost connection is (the
-task's ordinary retries), and a bulk send picks up after the last message it sent.
+task's ordinary retries), and a bulk send picks up after the last message it sent. With
+EMAIL_ALLOWED_RECIPIENT_DOMAINS set, other recipients are refused: by the API (422, when the
+settings are passed as validation context) and again by the tasks, for enqueues from code.
 """
 
+from collections.abc import Iterable
+from email.message import EmailMessage
 from typing import Annotated, Any
 
-from aiosmtplib import SMTPRecipientsRefused, SMTPResponseException
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from aiosmtplib import SMTP, SMTPRecipientsRefused, SMTPResponseException
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from ..infrastructure.mailer import RateLimit, compose, smtp_connection
 from ..infrastructure.queue import NonRetryableError, report_progress
@@ -21,6 +32,24 @@ DONE_KEY = "email:bulk:done:"
 DONE_TTL_S = 7 * 24 * 3600
 
 
+def allowed(settings: Settings, address: str) -> bool:
+    """True when EMAIL_ALLOWED_RECIPIENT_DOMAINS is empty or holds the address's domain."""
+    domains = settings.email_allowed_recipient_domains
+    return not domains or address.rpartition("@")[2].lower() in domains
+
+
+def check_domains(addresses: Iterable[str], info: ValidationInfo) -> None:
+    settings = (info.context or {}).get("settings")
+    if not isinstance(settings, Settings):
+        return
+    outside = sum(not allowed(settings, address) for address in addresses)
+    if outside:
+        domains = ", ".join(settings.email_allowed_recipient_domains)
+        raise ValueError(
+            f"{outside} recipient(s) outside EMAIL_ALLOWED_RECIPIENT_DOMAINS ({domains})"
+        )
+
+
 class SingleEmailArgs(BaseModel):
     """What `POST /api/v1/tasks` accepts as `args` for `send_single_email`."""
 
@@ -29,6 +58,12 @@ class SingleEmailArgs(BaseModel):
     to: Address
     subject: Subject
     body: Body
+
+    @field_validator("to")
+    @classmethod
+    def to_allowed_domain(cls, to: str, info: ValidationInfo) -> str:
+        check_domains([to], info)
+        return to
 
 
 class BulkEmailArgs(BaseModel):
@@ -41,6 +76,12 @@ class BulkEmailArgs(BaseModel):
     subject: Subject
     body: Body
 
+    @field_validator("recipients")
+    @classmethod
+    def to_allowed_domains(cls, recipients: list[str], info: ValidationInfo) -> list[str]:
+        check_domains(recipients, info)
+        return recipients
+
 
 def rate_limit(ctx: dict[str, Any]) -> RateLimit:
     settings: Settings = ctx["settings"]
@@ -52,11 +93,27 @@ def rate_limit(ctx: dict[str, Any]) -> RateLimit:
     )
 
 
+async def deliver(smtp: SMTP, limit: RateLimit, message: EmailMessage) -> bool:
+    """Send within the rate limit; False when the server refuses the recipient for good."""
+    await limit.acquire()
+    try:
+        await smtp.send_message(message)
+    except SMTPRecipientsRefused:
+        return False
+    except SMTPResponseException as exc:
+        if exc.code < 500:
+            raise  # a temporary failure: the task's retry resumes from here
+        return False
+    return True
+
+
 async def send_single_email(
     ctx: dict[str, Any], to: str, subject: str, body: str
 ) -> dict[str, Any]:
     """Send one message; a recipient the server refuses fails the task without retries."""
     settings: Settings = ctx["settings"]
+    if not allowed(settings, to):
+        raise NonRetryableError(f"{to} is outside EMAIL_ALLOWED_RECIPIENT_DOMAINS.")
     message = compose(settings, to, subject, body)
     await rate_limit(ctx).acquire()
     async with smtp_connection(settings) as smtp:
@@ -82,14 +139,8 @@ async def send_bulk_emails(
     refused: list[str] = []
     async with smtp_connection(settings) as smtp:
         for done, to in enumerate(recipients[start:], start=start + 1):
-            await limit.acquire()
-            try:
-                await smtp.send_message(compose(settings, to, subject, body))
-            except SMTPRecipientsRefused:
-                refused.append(to)
-            except SMTPResponseException as exc:
-                if exc.code < 500:
-                    raise  # a temporary failure: the task's retry resumes from here
+            message = compose(settings, to, subject, body)
+            if not allowed(settings, to) or not await deliver(smtp, limit, message):
                 refused.append(to)
             await redis.set(done_key, done, ex=DONE_TTL_S)
             if done % every == 0 or done == total:
