@@ -36,13 +36,18 @@ def api_command(host: str, port: int, *, reload: bool) -> list[str]:
     return command
 
 
-def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def stop(signum: int, frame: FrameType | None) -> None:
+    """The first SIGINT or SIGTERM stops everything. Ctrl-C and `just` deliver one to each
+    process of the group, so more follow: they must not cut the clean-up short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def run(commands: list[list[str]], env: dict[str, str]) -> int:
     """Start every command, wait until one ends or we are stopped, then stop the others."""
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     processes = [subprocess.Popen(command, env=env) for command in commands]  # noqa: S603
     try:
         while True:
@@ -54,7 +59,7 @@ def run(commands: list[list[str]], env: dict[str, str]) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        # Nor may a signal that comes while a command that ended by itself is cleaned up.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for process in processes:
