@@ -1,7 +1,10 @@
-"""Container and CI files, validated without Docker: schemas, hadolint and zizmor."""
+"""Container and CI files, validated without Docker: schemas, hadolint, zizmor, and what the
+image installs."""
 
 from __future__ import annotations
 
+import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,3 +54,25 @@ def test_template_workflow_passes_schema_and_zizmor() -> None:
     workflow = ".github/workflows/ci.yml"
     run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", workflow], ROOT)
     run([tool("zizmor"), "--offline", "--no-progress", workflow], ROOT)
+
+
+def builds_the_wheel(combo: Combo) -> bool:
+    """The wheel's files do not depend on the Python version or `ci`: one build per backend and
+    examples choice, with the Python every machine here has."""
+    return combo.has_tasks and combo.python_version == "3.11" and combo == combo.checked_as
+
+
+@pytest.mark.parametrize("combo", combo_params(builds_the_wheel))
+def test_the_wheel_and_so_the_image_leave_the_devtools_out(
+    combo: Combo, bake: Callable[[Combo], Path], tmp_path: Path
+) -> None:
+    """The image installs the project's wheel (`uv sync --no-editable`): the development tools
+    (`just dev`, `just bench`, the embedded server) are not in it, the service is."""
+    project = tmp_path / "project"
+    shutil.copytree(bake(combo), project)
+    run([tool("uv"), "build", "--wheel", "--quiet", "--out-dir", str(tmp_path / "dist")], project)
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert f"{combo.package}/main.py" in names
+    assert f"{combo.package}/infrastructure/tasks.py" in names
+    assert [name for name in names if "/devtools/" in name] == []

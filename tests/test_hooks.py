@@ -95,7 +95,7 @@ def test_rejected_answers_leave_nothing_behind(
     [
         (
             {"cache_backend": "none"},
-            {"src/media_service/infrastructure/redis.py", "src/media_service/dev.py"},
+            {"src/media_service/infrastructure/redis.py", "src/media_service/devtools"},
             {"src/media_service/infrastructure/cache_in_process.py", "tests/test_cache.py"},
         ),
         (

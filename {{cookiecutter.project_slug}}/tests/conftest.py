@@ -15,7 +15,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from {{ cookiecutter.__package_name }}.embedded_redis import EmbeddedRedis
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import EmbeddedRedis
 from {{ cookiecutter.__package_name }}.infrastructure.cache import Cache
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, open_task_queue
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import Worker, worker_settings

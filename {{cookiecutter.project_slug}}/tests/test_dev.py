@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from {{ cookiecutter.__package_name }}.embedded_redis import free_port
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
 
 from .test_embedded_redis import port_is_open
 
@@ -23,7 +23,7 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
-        dev = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.dev"]
+        dev = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.devtools.dev"]
         process = subprocess.Popen(
             [*dev, "--port", str(port), "--no-reload"],
             cwd=tmp_path,

@@ -4,8 +4,8 @@ import sys
 import pytest
 from redis import Redis
 
-from {{ cookiecutter.__package_name }} import embedded_redis
-from {{ cookiecutter.__package_name }}.embedded_redis import (
+from {{ cookiecutter.__package_name }}.devtools import embedded_redis
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
     EmbeddedRedis,
     EmbeddedRedisUnavailableError,
 )

@@ -1,7 +1,7 @@
 import httpx
 {%- if cookiecutter.cache_backend != "none" %}
 
-from {{ cookiecutter.__package_name }}.embedded_redis import free_port
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 

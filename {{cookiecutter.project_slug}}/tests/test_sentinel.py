@@ -10,7 +10,10 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
-from {{ cookiecutter.__package_name }}.embedded_redis import free_port, locate_binaries
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
+    free_port,
+    locate_binaries,
+)
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import Worker, worker_settings
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings

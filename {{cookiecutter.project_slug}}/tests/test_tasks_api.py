@@ -6,7 +6,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from {{ cookiecutter.__package_name }}.embedded_redis import free_port
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings

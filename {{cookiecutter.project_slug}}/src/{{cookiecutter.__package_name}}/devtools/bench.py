@@ -7,7 +7,7 @@ an asyncio HTTP/1.1 client in this process: one keep-alive connection per concur
 
     just bench [--requests N] [--tasks N] [--pickups N] [--recoveries N]
 
-(`python -m {{ cookiecutter.__package_name }}.bench` without just.)
+(`python -m {{ cookiecutter.__package_name }}.devtools.bench` without just.)
 
 This is the one module besides the task layer that imports arq: bare arq is its baseline.
 """
@@ -36,21 +36,22 @@ from arq.worker import Worker as ArqWorker
 from arq.worker import func
 from fastapi import FastAPI, Request
 
-from .embedded_redis import EmbeddedRedis, free_port
-from .infrastructure.queue import (
+from ..infrastructure.queue import (
     HEALTH_CHECK_SUFFIX,
     TaskQueue,
     open_task_queue,
     report_progress,
     wake_channel,
 )
-from .infrastructure.serialization import deserialize
-from .infrastructure.task_state import PROGRESS_KEY_PREFIX, TaskState
-from .infrastructure.tasks import Worker, as_worker_function, use_uvloop, worker_settings
-from .settings import Settings
-from .tasks.registry import TaskSpec
+from ..infrastructure.serialization import deserialize
+from ..infrastructure.task_state import PROGRESS_KEY_PREFIX, TaskState
+from ..infrastructure.tasks import Worker, as_worker_function, use_uvloop, worker_settings
+from ..settings import Settings
+from ..tasks.registry import TaskSpec
+from .embedded_redis import EmbeddedRedis, free_port
 
-MODULE = f"{__package__}.bench"
+SERVICE = "{{ cookiecutter.__package_name }}"
+MODULE = f"{SERVICE}.devtools.bench"
 CONCURRENCY = (1, 4, 50)
 # Each concurrency runs in rounds, the two apps taking turns: a machine whose speed drifts
 # during the run (other work, CPU clocks) weighs on both alike.
@@ -234,7 +235,7 @@ async def bench_enqueue(
     """Ours and the bare endpoint at each concurrency, alternating, after a warm-up."""
     ours, bare = free_port(), free_port()
     commands = [
-        uvicorn_command(f"{__package__}.main:create_app", ours),
+        uvicorn_command(f"{SERVICE}.main:create_app", ours),
         uvicorn_command(f"{MODULE}:bare_app", bare),
     ]
     results: dict[int, tuple[Latencies, Latencies]] = {}

@@ -1,7 +1,8 @@
 """`just dev`: the API and both workers, with auto-reload, on an embedded server unless
 `REDIS_URL` is set.
 
-Run as `python -m {{ cookiecutter.__package_name }}.dev [--host H] [--port P] [--no-reload]`.
+Run as `python -m {{ cookiecutter.__package_name }}.devtools.dev`, with `--host H`,
+`--port P` or `--no-reload`.
 Ctrl-C (or SIGTERM) stops everything it started.
 """
 
@@ -14,25 +15,26 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from ..settings import Settings
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError, free_port
-from .settings import Settings
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+SERVICE = "{{ cookiecutter.__package_name }}"
+SERVICE_DIR = Path(__file__).resolve().parent.parent
 
 
 QUEUES = ("default", "slow")
 
 
 def worker_command(queue: str, *, reload: bool) -> list[str]:
-    command = [sys.executable, "-m", f"{__package__}.worker", "--queue", queue]
+    command = [sys.executable, "-m", f"{SERVICE}.worker", "--queue", queue]
     return [*command, "--reload"] if reload else command
 
 
 def api_command(host: str, port: int, *, reload: bool) -> list[str]:
-    command = [sys.executable, "-m", "uvicorn", f"{__package__}.main:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", f"{SERVICE}.main:create_app", "--factory"]
     command += ["--host", host, "--port", str(port)]
     if reload:
-        command += ["--reload", "--reload-dir", str(PACKAGE_DIR)]
+        command += ["--reload", "--reload-dir", str(SERVICE_DIR)]
     return command
 
 
