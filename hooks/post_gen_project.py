@@ -46,6 +46,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/infrastructure/task_metrics.py",
             "src/{pkg}/infrastructure/task_state.py",
             "src/{pkg}/infrastructure/tasks.py",
+            "src/{pkg}/infrastructure/worker_loop.py",
             "src/{pkg}/services/metrics.py",
             "src/{pkg}/services/tasks.py",
             "src/{pkg}/tasks",

@@ -74,6 +74,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/infrastructure/task_metrics.py",
             "src/{pkg}/infrastructure/task_state.py",
             "src/{pkg}/infrastructure/tasks.py",
+            "src/{pkg}/infrastructure/worker_loop.py",
             "src/{pkg}/services/metrics.py",
             "src/{pkg}/services/tasks.py",
             "src/{pkg}/tasks/__init__.py",

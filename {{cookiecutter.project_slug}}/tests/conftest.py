@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from {{ cookiecutter.__package_name }}.devtools.embedded_redis import EmbeddedRedis
 from {{ cookiecutter.__package_name }}.infrastructure.cache import Cache
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, open_task_queue
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import Worker, worker_settings
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import worker_settings
+from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 

@@ -35,7 +35,7 @@ def test_only_the_task_layer_imports_arq() -> None:
     }
     task_layer = {
         f"infrastructure/{name}.py"
-        for name in ("queue", "tasks", "task_state", "dead_letters", "task_metrics")
+        for name in ("queue", "tasks", "worker_loop", "task_state", "dead_letters", "task_metrics")
     }
     assert importers == {*task_layer, "devtools/bench.py"}
 

@@ -13,11 +13,11 @@ from redis.asyncio import Redis
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.infrastructure.sessions import SessionStore
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
-    RUN_BY_OUR_WORKER,
     on_startup,
     shutdown,
     worker_settings,
 )
+from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import RUN_BY_OUR_WORKER
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.maintenance import (
     cleanup_expired_sessions,

@@ -14,7 +14,8 @@ from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
     free_port,
     locate_binaries,
 )
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import Worker, worker_settings
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import worker_settings
+from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 

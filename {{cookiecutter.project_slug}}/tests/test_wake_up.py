@@ -13,7 +13,8 @@ import pytest
 from redis.asyncio import Redis
 
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, wake_channel
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import Worker, as_worker_function
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
+from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 

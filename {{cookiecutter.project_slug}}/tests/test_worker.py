@@ -21,10 +21,10 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     get_task_pool,
 )
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
-    Worker,
     as_worker_function,
     backoff_s,
 )
+from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.settings import Settings, get_settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 

@@ -45,7 +45,8 @@ from ..infrastructure.queue import (
 )
 from ..infrastructure.serialization import deserialize
 from ..infrastructure.task_state import PROGRESS_KEY_PREFIX, TaskState
-from ..infrastructure.tasks import Worker, as_worker_function, use_uvloop, worker_settings
+from ..infrastructure.tasks import as_worker_function, use_uvloop, worker_settings
+from ..infrastructure.worker_loop import Worker
 from ..settings import Settings
 from ..tasks.registry import TaskSpec
 from .embedded_redis import EmbeddedRedis, free_port
