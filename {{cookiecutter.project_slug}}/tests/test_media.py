@@ -1,6 +1,8 @@
 """The media example: uploads over HTTP, processed by a real worker with Pillow, on images the
 tests make; bad files get a clear 4xx, or a failed task that is not retried."""
 
+import struct
+import zlib
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
@@ -31,6 +33,15 @@ def image_bytes(fmt: str, size: tuple[int, int], mode: str = "RGB") -> bytes:
     buffer = BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose header claims `width` x `height` pixels (a decompression bomb's
+    first step): the IHDR chunk's size fields are rewritten, and its checksum with them."""
+    data = bytearray(image_bytes("PNG", (1, 1)))
+    struct.pack_into(">II", data, 16, width, height)  # after the signature, length and "IHDR"
+    struct.pack_into(">I", data, 29, zlib.crc32(data[12:29]))
+    return bytes(data)
 
 
 async def upload(client: httpx.AsyncClient, data: bytes, name: str = "photo") -> httpx.Response:
@@ -86,8 +97,11 @@ async def test_a_transparent_png_keeps_its_transparency(
         (image_bytes("GIF", (10, 10), mode="P"), 415, "GIF images are not accepted"),
         (image_bytes("PNG", (3000, 3000)), 413, "at most 4,000,000 pixels"),
         (b"\xff\xd8" + b"0" * 1_000_000, 413, "larger than 1,000,000 bytes"),
+        # Past Pillow's own limits: a warning above MAX_IMAGE_PIXELS, an error above twice that.
+        (png_declaring(10_000, 10_000), 413, "The image is 10000x10000 pixels"),
+        (png_declaring(30_000, 30_000), 413, "too large: at most 4,000,000 pixels"),
     ],
-    ids=["not-an-image", "gif", "too-many-pixels", "too-many-bytes"],
+    ids=["not-an-image", "gif", "too-many-pixels", "too-many-bytes", "bomb-warning", "bomb-error"],
 )
 async def test_bad_files_get_a_clear_4xx_and_leave_nothing(
     client: httpx.AsyncClient,

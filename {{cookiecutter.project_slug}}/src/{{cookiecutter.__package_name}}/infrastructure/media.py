@@ -6,6 +6,7 @@ it. API and workers must share the folder (the compose file mounts one volume in
 
 import re
 import uuid
+import warnings
 from io import BytesIO
 from pathlib import Path
 
@@ -30,10 +31,20 @@ class MediaNotFoundError(LookupError):
 
 
 def identify(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
-    """The format, width and height from the image's header, without decoding its pixels."""
+    """The format, width and height from the image's header, without decoding its pixels.
+
+    Pillow guards against decompression bombs itself, with a warning past MAX_IMAGE_PIXELS and
+    an error past twice that; here `max_pixels` decides, with one answer for any image too big.
+    """
     try:
-        with Image.open(BytesIO(data)) as image:
-            fmt, (width, height) = image.format or "", image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(BytesIO(data)) as image:
+                fmt, (width, height) = image.format or "", image.size
+    except Image.DecompressionBombError as exc:
+        raise TooManyPixelsError(
+            f"The image is too large: at most {max_pixels:,} pixels are accepted."
+        ) from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise NotAnImageError("The file is not an image that can be read.") from exc
     if fmt not in ACCEPTED_FORMATS:
