@@ -21,6 +21,11 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from {{ cookiecutter.__package_name }}.infrastructure.events import (
+    TaskEventHub,
+    events_channel,
+)
+from {{ cookiecutter.__package_name }}.infrastructure.queue import open_queue_pool
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
@@ -257,3 +262,40 @@ async def test_two_api_processes_relay_one_worker_s_events(
     assert_full_run(sse, task_id)
     assert_full_run(ws, task_id)
     assert close_code == 1000
+
+
+async def test_followers_arriving_together_all_get_events_and_the_hub_closes_cleanly(
+    settings: Settings, redis: Redis
+) -> None:
+    """Many followers of a few tasks subscribe at once on a new hub, some leave, more come:
+    every follower present gets each event once, and closing the hub raises nothing. (The
+    first follower's SUBSCRIBE is still on its way when the others arrive.)"""
+    pool = open_queue_pool(settings)
+    hub = TaskEventHub(pool)
+    received: list[bytes] = []
+
+    async def follow(task_id: str, subscribed: asyncio.Event, events: int) -> None:
+        async with hub.subscribe(task_id) as inbox:
+            subscribed.set()
+            for _ in range(events):
+                received.append(await inbox.get())
+
+    async def publish(task_id: str, payload: bytes) -> None:
+        await pool.publish(events_channel(task_id), payload)
+
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            for round_ in range(3):
+                ready = [asyncio.Event() for _ in range(60)]
+                followers = [
+                    asyncio.create_task(follow(f"task-{n % 3}", ready[n], 1)) for n in range(60)
+                ]
+                for event in ready:
+                    await event.wait()
+                for task_number in range(3):
+                    await publish(f"task-{task_number}", f"{round_}".encode())
+                await asyncio.gather(*followers)
+        assert received == [str(round_).encode() for round_ in range(3) for _ in range(60)]
+    finally:
+        await hub.close()
+        await pool.aclose()

@@ -51,6 +51,9 @@ class TaskEventHub:
         self._pubsub: PubSub = redis.pubsub(ignore_subscribe_messages=True)
         self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {}
         self._changed = asyncio.Event()
+        # Held while (un)subscribing: a follower is added only once its channel's SUBSCRIBE is
+        # done, and the reader starts only once the connection exists.
+        self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -59,21 +62,24 @@ class TaskEventHub:
         """The raw events of `task_id` from now on, while the context is open."""
         channel = events_channel(task_id)
         inbox: asyncio.Queue[bytes] = asyncio.Queue(SUBSCRIBER_BUFFER)
-        subscribers = self._subscribers.setdefault(channel, set())
-        subscribers.add(inbox)
         try:
-            if len(subscribers) == 1:
-                await self._pubsub.subscribe(channel)
-            if self._reader is None:
-                self._reader = asyncio.create_task(self._read(), name="task-event-hub")
-            self._changed.set()
+            async with self._lock:
+                if channel not in self._subscribers:
+                    await self._pubsub.subscribe(channel)
+                self._subscribers.setdefault(channel, set()).add(inbox)
+                if self._reader is None:
+                    self._reader = asyncio.create_task(self._read(), name="task-event-hub")
+                self._changed.set()
             yield inbox
         finally:
-            subscribers.discard(inbox)
+            subscribers = self._subscribers.get(channel, set())
+            subscribers.discard(inbox)  # at once, even if the lock is never had
             if not subscribers:
-                del self._subscribers[channel]
-                with suppress(*UNAVAILABLE_ERRORS):
-                    await self._pubsub.unsubscribe(channel)
+                async with self._lock:
+                    if not self._subscribers.get(channel):  # nobody came for it meanwhile
+                        self._subscribers.pop(channel, None)
+                        with suppress(*UNAVAILABLE_ERRORS):
+                            await self._pubsub.unsubscribe(channel)
 
     async def close(self) -> None:
         # The flag, as well as the cancel: on Python 3.11 a cancellation can be lost inside
