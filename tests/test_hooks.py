@@ -182,19 +182,10 @@ def test_env_gets_a_fresh_secret_each_time(tmp_path: Path) -> None:
     assert len(secrets) == 2
 
 
-def test_hooks_never_touch_the_network() -> None:
-    """It keeps the hooks offline: no networking or subprocess modules are imported."""
-    for hook in ("pre_gen_project", "post_gen_project"):
-        source = (ROOT / "hooks" / f"{hook}.py").read_text()
-        for module in ("socket", "urllib", "http", "subprocess", "requests"):
-            assert f"import {module}" not in source
-            assert f"from {module}" not in source
-
-
 @pytest.mark.parametrize("name", ["pre_gen_project", "post_gen_project"])
-def test_hooks_are_safe_to_run_again_in_updates(name: str) -> None:
-    """cruft runs the hooks again in its own temporary folders on every update: they start no
-    process (no git) and open no connection, so they need nothing but the answers."""
+def test_hooks_never_touch_the_network_or_start_processes(name: str) -> None:
+    """It keeps the hooks offline and free of git: cruft runs them again in its own temporary
+    folders on every update, so they must need nothing but the answers."""
     tree = ast.parse((ROOT / "hooks" / f"{name}.py").read_text())
     imported = {
         alias.name.split(".")[0]

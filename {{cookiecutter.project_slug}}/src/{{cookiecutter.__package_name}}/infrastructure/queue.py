@@ -1,8 +1,8 @@
 """The task layer's API: enqueue, look up, abort, retry, report progress.
 
-With the modules it uses here (task_state, dead_letters, task_metrics) and `tasks.py` (the
-worker), this is the only place that imports arq: the rest of the service uses `TaskQueue`,
-`TaskState` and `report_progress`, so arq could be replaced here alone.
+With the modules it uses here (task_state, dead_letters, task_metrics) and the worker's
+(tasks.py, worker_loop.py), this is the only place that imports arq: the rest of the service
+uses `TaskQueue`, `TaskState` and `report_progress`, so arq could be replaced here alone.
 """
 
 import asyncio
@@ -65,7 +65,6 @@ class QueueFullError(Exception):
 
     def __init__(self, queue: str, max_depth: int) -> None:
         super().__init__(f"The queue {queue!r} already holds {max_depth} tasks.")
-        self.queue = queue
 
 
 def queue_redis_settings(settings: Settings) -> RedisSettings:
