@@ -276,6 +276,9 @@ async def test_followers_arriving_together_all_get_events_and_the_hub_closes_cle
 
     async def follow(task_id: str, subscribed: asyncio.Event, events: int) -> None:
         async with hub.subscribe(task_id) as inbox:
+            # Let go only once Redis confirmed the SUBSCRIBE: an event published now reaches it.
+            [(_, listeners)] = await redis.pubsub_numsub(events_channel(task_id))
+            assert listeners == 1
             subscribed.set()
             for _ in range(events):
                 received.append(await inbox.get())

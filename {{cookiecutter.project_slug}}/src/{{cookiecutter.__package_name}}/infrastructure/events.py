@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .redis import UNAVAILABLE_ERRORS
 
@@ -23,6 +24,8 @@ EVENTS_CHANNEL_PREFIX = "task:events:"
 # the follower still brings it up to date).
 SUBSCRIBER_BUFFER = 256
 RECONNECT_DELAY_S = 1.0
+# How long a new follower waits for Redis to confirm its channel's SUBSCRIBE.
+SUBSCRIBE_TIMEOUT_S = 5.0
 
 TaskEvent = dict[str, Any]
 
@@ -48,11 +51,14 @@ class TaskEventHub:
     """Fans out the events of one pub/sub connection to this process's subscribers."""
 
     def __init__(self, redis: Redis) -> None:
-        self._pubsub: PubSub = redis.pubsub(ignore_subscribe_messages=True)
+        self._pubsub: PubSub = redis.pubsub()
         self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {}
+        # Channels whose SUBSCRIBE was sent and not yet confirmed by Redis: the reader sees the
+        # confirmation (after which no event of the channel can be missed) and resolves these.
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._changed = asyncio.Event()
-        # Held while (un)subscribing: a follower is added only once its channel's SUBSCRIBE is
-        # done, and the reader starts only once the connection exists.
+        # Held while (un)subscribing: a follower is let go only once Redis confirmed its channel's
+        # SUBSCRIBE, and the reader starts only once the connection exists.
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -64,12 +70,22 @@ class TaskEventHub:
         inbox: asyncio.Queue[bytes] = asyncio.Queue(SUBSCRIBER_BUFFER)
         try:
             async with self._lock:
+                confirmed = None
                 if channel not in self._subscribers:
+                    confirmed = asyncio.get_running_loop().create_future()
+                    self._confirmations[channel] = confirmed
                     await self._pubsub.subscribe(channel)
                 self._subscribers.setdefault(channel, set()).add(inbox)
                 if self._reader is None:
                     self._reader = asyncio.create_task(self._read(), name="task-event-hub")
                 self._changed.set()
+                if confirmed is not None:
+                    try:
+                        await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT_S)
+                    except TimeoutError:
+                        raise RedisTimeoutError(f"no confirmation of SUBSCRIBE {channel}") from None
+                    finally:
+                        self._confirmations.pop(channel, None)
             yield inbox
         finally:
             subscribers = self._subscribers.get(channel, set())
@@ -105,10 +121,17 @@ class TaskEventHub:
                 logger.warning("task events: %s; reconnecting", exc)
                 await asyncio.sleep(RECONNECT_DELAY_S)
                 continue
-            if message is None or message["type"] != "message":
+            if message is None:
                 continue
             channel = message["channel"]
             channel = channel.decode() if isinstance(channel, bytes) else channel
+            if message["type"] == "subscribe":
+                confirmed = self._confirmations.get(channel)
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+                continue
+            if message["type"] != "message":
+                continue
             for inbox in self._subscribers.get(channel, ()):
                 if inbox.full():
                     inbox.get_nowait()
