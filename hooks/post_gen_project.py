@@ -5,6 +5,7 @@ Runs inside the rendered project. Importable: the template's tests call `plan()`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
@@ -31,6 +32,8 @@ RULES: tuple[Rule, ...] = (
         lambda answers: answers["cache_backend"] == "none",
         (
             "docs/benchmarks.md",
+            "src/{pkg}/access.py",
+            "src/{pkg}/api/auth.py",
             "src/{pkg}/api/errors.py",
             "src/{pkg}/api/events.py",
             "src/{pkg}/api/metrics.py",
@@ -47,10 +50,12 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/infrastructure/task_state.py",
             "src/{pkg}/infrastructure/tasks.py",
             "src/{pkg}/infrastructure/worker_loop.py",
+            "src/{pkg}/keys.py",
             "src/{pkg}/services/metrics.py",
             "src/{pkg}/services/tasks.py",
             "src/{pkg}/tasks",
             "src/{pkg}/worker.py",
+            "tests/test_access.py",
             "tests/test_bench.py",
             "tests/test_cron.py",
             "tests/test_dead_letters.py",
@@ -110,7 +115,9 @@ RENAMES: tuple[tuple[Callable[[Answers], bool], str, str], ...] = (
         "src/{pkg}/infrastructure/cache.py",
     ),
 )
-SECRET_KEYS = ("REDIS_PASSWORD", "OPERATOR_TOKEN")
+SECRET_KEYS = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET")
+# The development key has every scope; its entry has the form the service's keys command prints.
+DEV_KEY_SCOPES = ("operator", "tasks:cancel", "tasks:read", "tasks:submit")
 ENV_HEADER = "# Local settings from .env.example, with fresh secrets. Git-ignored: keep it local."
 
 
@@ -148,11 +155,15 @@ def apply(project: Path, answers: Answers) -> None:
 
 
 def write_env(project: Path) -> None:
-    """`.env` from `.env.example`, each secret replaced by a new random one (git-ignored).
+    """`.env` from `.env.example`, each secret replaced by a new random one, and a development
+    API key with every scope (git-ignored).
 
     The example's opening comment ("copy to .env") gives way to one saying where `.env` came from.
     """
     example = project / ".env.example"
+    dev_key = "key_" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(dev_key.encode()).hexdigest()
+    generated = {"API_KEYS": f"dev:{'+'.join(DEV_KEY_SCOPES)}:{digest}", "DEV_API_KEY": dev_key}
     lines = [ENV_HEADER]
     for number, line in enumerate(example.read_text().splitlines()):
         if number == 0 and line.startswith("#"):
@@ -160,6 +171,8 @@ def write_env(project: Path) -> None:
         key = line.split("=", 1)[0]
         if key in SECRET_KEYS:
             line = f"{key}={secrets.token_urlsafe(32)}"
+        elif key in generated:
+            line = f"{key}={generated[key]}"
         lines.append(line)
     (project / ".env").write_text("\n".join(lines) + "\n")
 

@@ -39,10 +39,16 @@ def free_port() -> int:
         return port
 
 
-def call(url: str, body: object = None) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """GET, or POST `body` as JSON; returns the status, the JSON answer and the headers."""
+def call(
+    url: str, body: object = None, key: str | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """GET, or POST `body` as JSON, with API key `key` when given; returns the status, the JSON
+    answer and the headers."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=2) as response:
             return response.status, json.load(response), dict(response.headers)
@@ -66,12 +72,12 @@ def wait_until_ready(url: str, service: subprocess.Popen[bytes]) -> dict[str, An
     raise SystemExit(f"The service was not ready at {url} within {START_TIMEOUT_S:.0f} s.")
 
 
-def follow(url: str) -> dict[str, Any]:
+def follow(url: str, key: str) -> dict[str, Any]:
     """Poll a task's status URL, printing each change, until it finishes."""
     last = None
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        _, state, _ = call(url)
+        _, state, _ = call(url, key=key)
         if (state["status"], state["progress"]) != last:
             last = (state["status"], state["progress"])
             print(f"    status={state['status']} progress={state['progress']}", flush=True)
@@ -79,6 +85,15 @@ def follow(url: str) -> dict[str, Any]:
             return state
         time.sleep(0.1)
     raise SystemExit(f"The task did not finish within {START_TIMEOUT_S:.0f} s.")
+
+
+def dev_key(project: Path) -> str:
+    """The development API key the template wrote to the project's .env."""
+    for line in (project / ".env").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name == "DEV_API_KEY" and value:
+            return value
+    raise SystemExit("The rendered .env has no DEV_API_KEY.")
 
 
 def stop_group(service: subprocess.Popen[bytes]) -> None:
@@ -124,11 +139,12 @@ def main() -> int:
         ready = wait_until_ready(f"{base}/health/ready", service)
         step(f"GET /health/ready -> 200 {json.dumps(ready)}")
         task = {"name": "example_task", "args": {"message": "hello", "steps": 5, "delay_s": 0.2}}
-        status, accepted, headers = call(f"{base}/api/v1/tasks", task)
+        key = dev_key(project)
+        status, accepted, headers = call(f"{base}/api/v1/tasks", task, key)
         step(f"POST /api/v1/tasks {json.dumps(task)} -> {status} Location: {headers['location']}")
         print(f"    {json.dumps(accepted)}", flush=True)
         step(f"Following GET {headers['location']}")
-        final = follow(base + headers["location"])
+        final = follow(base + headers["location"], key)
         print(json.dumps(final, indent=2), flush=True)
         if final["status"] != "complete":
             return 1

@@ -28,28 +28,44 @@ JS_BLOCK = re.compile(r"```js\n(.*?)```", re.DOTALL)
 NODE_FLAGS = ("--experimental-websocket", "--experimental-eventsource", "--no-warnings")
 START_TIMEOUT_S = 90.0
 # Runs one follow function of the page on a task; prints what it saw and how it ended. Given
-# "new" for the task, it submits one itself and follows it at once: a worker picks a task up
-# within milliseconds, so a follower that starts later may only see the end.
+# "new" for the task, it submits one itself with the API key and follows it at once: a worker
+# picks a task up within milliseconds, so a follower that starts later may only see the end.
+# Otherwise the task is the 202 body (JSON) of an earlier submission, or a forged one.
 HARNESS = """
-const [apiUrl, follow, taskId] = process.argv.slice(2);
-const functions = { followOverWebSocket, followOverSse, pollTask };
+const [apiUrl, follow, task, apiKey] = process.argv.slice(2);
 const seen = [];
 const report = (outcome) => { console.log(JSON.stringify(outcome)); process.exit(0); };
 setTimeout(() => report({ seen, error: "no outcome within 20 s" }), 20000);
 process.on("beforeExit", () => report({ seen, error: "it stopped without an outcome" }));
+const onEvent = (event) => seen.push(event);
+const functions = {
+  followOverWebSocket: (accepted) => followOverWebSocket(apiUrl, accepted, onEvent),
+  followOverSse: (accepted) => followOverSse(apiUrl, accepted, onEvent),
+  pollTask: (accepted) => pollTask(apiUrl, accepted, apiKey, onEvent, 50),
+};
 const submit = async () => {
   const body = { name: "example_task", args: { message: "hello", steps: 5, delay_s: 0.1 } };
   const reply = await fetch(`${apiUrl}/api/v1/tasks`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${apiKey}` },
+    body: JSON.stringify(body),
   });
   if (reply.status !== 202) throw new Error(`submit: HTTP ${reply.status}`);
-  return (await reply.json()).task_id;
+  return reply.json();
 };
-(taskId === "new" ? submit() : Promise.resolve(taskId))
-  .then((id) => functions[follow](apiUrl, id, (event) => seen.push(event), 50))
-  .then((last) => ({ seen, last }), (error) => ({ seen, error: error.message }))
+(task === "new" ? submit() : Promise.resolve(JSON.parse(task)))
+  .then((accepted) => functions[follow](accepted).then(
+    (last) => ({ accepted, seen, last }), (error) => ({ accepted, seen, error: error.message }),
+  ), (error) => ({ seen, error: error.message }))
   .then(report);
 """
+# A 202 body for a task that does not exist, with a token the service never signed.
+FORGED = {
+    "task_id": "no-such-task",
+    "status_url": "/api/v1/tasks/no-such-task",
+    "events_url": "/api/v1/tasks/no-such-task/events?token=4102444800.forged",
+    "ws_url": "/api/v1/tasks/no-such-task/ws?token=4102444800.forged",
+}
 FOLLOWERS = ("followOverWebSocket", "followOverSse", "pollTask")
 
 
@@ -121,8 +137,10 @@ def test_docs_browser_snippets_follow_tasks(
     script = tmp_path / "follow.js"
     script.write_text("\n".join(snippets) + HARNESS)
 
-    def follow(function: str, url: str, task_id: str) -> dict[str, Any]:
-        output = run([node, *NODE_FLAGS, str(script), url, function, task_id], tmp_path)
+    key = dev_key(project)
+
+    def follow(function: str, url: str, task: str) -> dict[str, Any]:
+        output = run([node, *NODE_FLAGS, str(script), url, function, task, key], tmp_path)
         lines = output.strip().splitlines()
         assert lines, f"{function} printed nothing"
         outcome: dict[str, Any] = json.loads(lines[-1])
@@ -145,11 +163,21 @@ def test_docs_browser_snippets_follow_tasks(
             else:
                 assert last["result"]["message"] == "hello"
 
-            late = follow(function, url, outcome["last"]["task_id"])
+            late = follow(function, url, json.dumps(outcome["accepted"]))
             assert [event["status"] for event in late["seen"]] == ["complete"], (function, late)
 
-            unknown = follow(function, url, "no-such-task")
+            unknown = follow(function, url, json.dumps(FORGED))
             assert unknown["seen"] == [], (function, unknown)
             assert unknown.get("error"), (function, unknown)
-        assert "4404" in follow("followOverWebSocket", url, "no-such-task")["error"]
-        assert "404" in follow("pollTask", url, "no-such-task")["error"]
+        # A forged link is refused as a bad credential; a key sees that the task does not exist.
+        assert "4401" in follow("followOverWebSocket", url, json.dumps(FORGED))["error"]
+        assert "404" in follow("pollTask", url, json.dumps(FORGED))["error"]
+
+
+def dev_key(project: Path) -> str:
+    """The development key the post-gen hook wrote to the project's .env."""
+    for line in (project / ".env").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name == "DEV_API_KEY" and value:
+            return value
+    raise AssertionError("the rendered .env has no DEV_API_KEY")

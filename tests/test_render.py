@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import re
 import tomllib
 from collections.abc import Callable
@@ -57,6 +58,8 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
         lambda combo: combo.has_tasks,
         {
             "docs/benchmarks.md",
+            "src/{pkg}/access.py",
+            "src/{pkg}/api/auth.py",
             "src/{pkg}/api/errors.py",
             "src/{pkg}/api/events.py",
             "src/{pkg}/api/metrics.py",
@@ -75,6 +78,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/infrastructure/task_state.py",
             "src/{pkg}/infrastructure/tasks.py",
             "src/{pkg}/infrastructure/worker_loop.py",
+            "src/{pkg}/keys.py",
             "src/{pkg}/services/metrics.py",
             "src/{pkg}/services/tasks.py",
             "src/{pkg}/tasks/__init__.py",
@@ -82,6 +86,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/tasks/maintenance.py",
             "src/{pkg}/tasks/registry.py",
             "src/{pkg}/worker.py",
+            "tests/test_access.py",
             "tests/test_bench.py",
             "tests/test_cron.py",
             "tests/test_dead_letters.py",
@@ -246,11 +251,19 @@ def test_secrets_are_fresh_and_stay_local(combo: Combo, bake: Callable[[Combo], 
         return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
 
     example, local = values(".env.example"), values(".env")
-    assert (example["REDIS_PASSWORD"], example["OPERATOR_TOKEN"]) == ("change-me", "")
-    for secret in ("REDIS_PASSWORD", "OPERATOR_TOKEN"):
+    secrets = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET", "DEV_API_KEY")
+    assert [example[name] for name in secrets] == ["change-me", "", ""]
+    assert example["API_KEYS"] == ""
+    for secret in secrets:
         assert len(local[secret]) >= 40
-        assert local[secret] != example[secret]
-    assert local["REDIS_PASSWORD"] != local["OPERATOR_TOKEN"]
+    assert len({local[name] for name in secrets}) == len(secrets)
+    # The development key's entry holds its hash and every scope, never the key itself.
+    name, _, rest = local["API_KEYS"].partition(":")
+    scopes, _, digest = rest.rpartition(":")
+    assert name == "dev"
+    assert set(scopes.split("+")) == {"tasks:submit", "tasks:read", "tasks:cancel", "operator"}
+    assert digest == hashlib.sha256(local["DEV_API_KEY"].encode()).hexdigest()
+    assert local["DEV_API_KEY"] not in local["API_KEYS"]
 
 
 @pytest.mark.parametrize("combo", combo_params(lambda combo: combo.ci == "github"))

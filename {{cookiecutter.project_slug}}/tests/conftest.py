@@ -23,7 +23,7 @@ from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from .support import serve
+from .support import TEST_API_KEY, serve
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +53,7 @@ def settings(redis_url: str) -> Settings:
         environment="test",
         worker_poll_delay_s=0.01,
         worker_retry_delay_s=0.05,
+        api_keys=[TEST_API_KEY],
         _env_file=None,
     )
 

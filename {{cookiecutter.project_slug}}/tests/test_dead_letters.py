@@ -1,5 +1,5 @@
-"""Tasks that fail for good are dead-lettered, listed and retried over HTTP; with OPERATOR_TOKEN
-set, only a request bearing it may see or retry them."""
+"""Tasks that fail for good are dead-lettered, then listed and retried over HTTP by operators
+(keys with the operator scope) only."""
 
 import asyncio
 import json
@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 from arq.worker import Worker
-from pydantic import SecretStr
 from redis.asyncio.client import PubSub
 
+from {{ cookiecutter.__package_name }}.access import create_key
 from {{ cookiecutter.__package_name }}.infrastructure.events import events_channel
 from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     NonRetryableError,
@@ -23,7 +23,7 @@ from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 
-from .support import serve
+from .support import TEST_KEY, bearer, serve
 
 FAILED = "/api/v1/tasks?status=failed"
 healthy = {"upstream": False}
@@ -87,11 +87,10 @@ async def test_a_task_that_exhausts_its_tries_is_listed_then_retried(
     healthy["upstream"] = True
     retried = await client.post(f"/api/v1/tasks/{task_id}/retry")
     assert retried.status_code == 202
-    assert retried.json() == {
-        "task_id": task_id,
-        "status": "queued",
-        "status_url": f"/api/v1/tasks/{task_id}",
-    }
+    accepted = retried.json()
+    assert (accepted["task_id"], accepted["status"]) == (task_id, "queued")
+    assert accepted["status_url"] == f"/api/v1/tasks/{task_id}"
+    assert accepted["events_url"].startswith(f"/api/v1/tasks/{task_id}/events?token=")
     assert retried.headers["Location"] == f"/api/v1/tasks/{task_id}"
     assert (await client.get(FAILED)).json() == []
     await run_worker()
@@ -185,31 +184,33 @@ async def test_retrying_a_task_that_is_not_dead_lettered_is_a_404(
     assert "never-failed" in reply.json()["detail"]
 
 
-async def test_with_an_operator_token_only_its_bearer_passes(
+async def test_only_operators_list_and_retry_dead_letters(
     settings: Settings, task_queue: TaskQueue, run_worker: Callable[[], Any]
 ) -> None:
-    token = "a-long-operator-token-for-tests"
-    settings = settings.model_copy(update={"operator_token": SecretStr(token)})
+    """No key or an unknown one: 401; a key without the operator scope: 403."""
+    key, api_key = create_key("reader", ["tasks:read", "tasks:submit", "tasks:cancel"])
+    settings = settings.model_copy(update={"api_keys": [*settings.api_keys, api_key]})
     task_id = await task_queue.enqueue("refuses")
     await run_worker()
-    async with serve(create_app(settings)) as client:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+    async with serve(create_app(settings), key=None) as client:
+        for headers, code in (
+            ({}, 401),
+            (bearer("key_wrong"), 401),
+            ({"Authorization": TEST_KEY}, 401),  # no scheme
+            (bearer(key), 403),
+        ):
             listed = await client.get(FAILED, headers=headers)
-            assert listed.status_code == 401, headers
-            assert listed.headers["WWW-Authenticate"] == "Bearer"
-            assert "OPERATOR_TOKEN" in listed.json()["detail"]
+            assert listed.status_code == code, headers
+            if code == 401:
+                assert listed.headers["WWW-Authenticate"] == "Bearer"
+            else:
+                assert "operator" in listed.json()["detail"]
             retried = await client.post(f"/api/v1/tasks/{task_id}/retry", headers=headers)
-            assert retried.status_code == 401
-        assert (await client.get(f"/api/v1/tasks/{task_id}")).json()["status"] == "failed"
-        bearer = {"Authorization": f"Bearer {token}"}
-        assert [item["task_id"] for item in (await client.get(FAILED, headers=bearer)).json()] == [
-            task_id
-        ]
-        retried = await client.post(f"/api/v1/tasks/{task_id}/retry", headers=bearer)
+            assert retried.status_code == code
+        operator = bearer(TEST_KEY)
+        state = await client.get(f"/api/v1/tasks/{task_id}", headers=operator)
+        assert state.json()["status"] == "failed"  # nothing was retried
+        listed = await client.get(FAILED, headers=operator)
+        assert [item["task_id"] for item in listed.json()] == [task_id]
+        retried = await client.post(f"/api/v1/tasks/{task_id}/retry", headers=operator)
         assert retried.status_code == 202
-
-
-def test_a_short_operator_token_is_refused() -> None:
-    with pytest.raises(ValueError, match="OPERATOR_TOKEN must be at least 16 characters"):
-        Settings(operator_token="short", _env_file=None)
-    assert Settings(operator_token="", _env_file=None).operator_token is None

@@ -9,16 +9,22 @@ from typing import Any
 
 import httpx
 
+from {{ cookiecutter.__package_name }}.access import create_key
+from {{ cookiecutter.__package_name }}.devtools.dev import how_to_authenticate
 from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
+from {{ cookiecutter.__package_name }}.settings import Settings
 
+from .support import bearer
 from .test_embedded_redis import port_is_open
 
 START_TIMEOUT_S = 30.0
 
 
 def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) -> None:
-    """`just dev` without REDIS_URL starts a server, the API and both workers, and SIGTERM
-    (as Ctrl-C) stops them all."""
+    """`just dev` without REDIS_URL starts a server, the API and both workers, prints how to
+    call the API with the development key of .env, and SIGTERM (as Ctrl-C) stops them all."""
+    key, entry = create_key("dev", ["operator"])
+    (tmp_path / ".env").write_text(f"API_KEYS={entry.entry}\nDEV_API_KEY={key}\n")
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     log = tmp_path / "dev.log"
@@ -49,8 +55,25 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
         assert match, log.read_text()
         redis_port = int(match.group(1))
         assert port_is_open(redis_port)
+        assert f"Authorization: Bearer {key}" in log.read_text()
+        body = {"name": "example_task", "args": {"message": "hi"}}
+        submit = f"http://127.0.0.1:{port}/api/v1/tasks"
+        assert httpx.post(submit, json=body).status_code == 401
+        assert httpx.post(submit, json=body, headers=bearer(key)).status_code == 202
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
     assert not port_is_open(redis_port)
     assert not port_is_open(port)
+
+
+def test_dev_says_how_to_get_a_key_when_env_has_none() -> None:
+    """A project updated from an older template keeps its .env, which has no development key."""
+    key, entry = create_key("dev", ["operator"])
+    without = Settings(_env_file=None)
+    assert "just key dev --scope operator" in how_to_authenticate(without, None)
+    assert "just key" in how_to_authenticate(without, key)  # a key the settings do not hold
+    with_key = Settings(api_keys=entry.entry, _env_file=None)
+    assert f"Bearer {key}" in how_to_authenticate(with_key, key)
+    disabled = Settings(auth_disabled=True, _env_file=None)
+    assert "AUTH_DISABLED" in how_to_authenticate(disabled, None)

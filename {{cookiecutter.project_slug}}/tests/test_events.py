@@ -29,6 +29,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import open_queue_po
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
+from .support import TEST_API_KEY, TEST_KEY, bearer
+
 DEADLINE_S = 30.0  # an upper bound for slow, loaded machines, not a timing claim
 Event = dict[str, Any]
 Followed = tuple[list[Event], int | None]  # the events, and the close code
@@ -56,7 +58,8 @@ async def serve_http(settings: Settings) -> AsyncIterator[str]:
 async def sse_events(address: str, task_id: str) -> AsyncIterator[Event]:
     """The events of `GET .../events`, as a browser's EventSource would hand them over."""
     url = f"http://{address}/api/v1/tasks/{task_id}/events"
-    async with httpx.AsyncClient(timeout=DEADLINE_S) as client, client.stream("GET", url) as reply:
+    client = httpx.AsyncClient(timeout=DEADLINE_S, headers=bearer(TEST_KEY))
+    async with client, client.stream("GET", url) as reply:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
         async for line in reply.aiter_lines():
@@ -68,7 +71,8 @@ async def ws_events(address: str, task_id: str, first: asyncio.Event | None = No
     """Every message of `WS .../ws` until the server closes, and the close code; `first` is set
     on the first message, the state the follower starts from."""
     events: list[Event] = []
-    async with connect(f"ws://{address}/api/v1/tasks/{task_id}/ws") as websocket:
+    url = f"ws://{address}/api/v1/tasks/{task_id}/ws"
+    async with connect(url, additional_headers=bearer(TEST_KEY)) as websocket:
         try:
             while True:
                 events.append(json.loads(await websocket.recv()))
@@ -88,7 +92,7 @@ async def follow_over_ws(address: str, task_id: str) -> asyncio.Task[Followed]:
 
 async def submit(address: str, steps: int = 3, delay_s: float = 0.02) -> str:
     body = {"name": "example_task", "args": {"message": "live", "steps": steps, "delay_s": delay_s}}
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=bearer(TEST_KEY)) as client:
         reply = await client.post(f"http://{address}/api/v1/tasks", json=body)
     assert reply.status_code == 202, reply.text
     return str(reply.json()["task_id"])
@@ -168,7 +172,7 @@ async def test_an_abort_ends_the_stream(settings: Settings, redis: Redis) -> Non
     async with serve_http(settings) as address, asyncio.timeout(DEADLINE_S):
         task_id = await submit(address)
         following = await follow_over_ws(address, task_id)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=bearer(TEST_KEY)) as client:
             reply = await client.delete(f"http://{address}/api/v1/tasks/{task_id}")
         assert reply.json()["status"] == "aborted"
         events, close_code = await following
@@ -194,7 +198,7 @@ async def test_a_lost_terminal_event_is_made_up_by_the_recheck(
 
 async def test_unknown_tasks_get_404_and_close_code_4404(settings: Settings, redis: Redis) -> None:
     async with serve_http(settings) as address, asyncio.timeout(DEADLINE_S):
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=bearer(TEST_KEY)) as client:
             reply = await client.get(f"http://{address}/api/v1/tasks/nope/events")
         assert reply.status_code == 404
         assert "nope" in reply.json()["detail"]
@@ -206,7 +210,7 @@ async def test_unknown_tasks_get_404_and_close_code_4404(settings: Settings, red
 @pytest.fixture
 def api_processes(redis_url: str, tmp_path: Path) -> Iterator[list[str]]:
     """Two API processes under uvicorn, as deployed: separate processes sharing only Redis."""
-    env = {**os.environ, "REDIS_URL": redis_url}
+    env = {**os.environ, "REDIS_URL": redis_url, "API_KEYS": TEST_API_KEY.entry}
     processes: list[subprocess.Popen[bytes]] = []
     addresses: list[str] = []
     for index in range(2):

@@ -16,6 +16,8 @@ from PIL import Image
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.settings import Settings
 
+from .support import TEST_API_KEY
+
 
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
@@ -63,7 +65,8 @@ async def test_an_upload_is_queued_then_thumbnailed_and_optimized(
     assert accepted["status"] == "queued"
     assert (accepted["format"], accepted["width"], accepted["height"]) == ("JPEG", 1200, 800)
     assert reply.headers["Location"] == accepted["status_url"]
-    assert accepted["task_id"] == accepted["media_id"]
+    # The media id is the task id its uploader chose: the task's id is the uploader's tag, then it.
+    assert accepted["task_id"] == TEST_API_KEY.principal.task_id(accepted["media_id"])
 
     state = await run_task(client, make_worker(), accepted["status_url"])
     assert state["status"] == "complete", state

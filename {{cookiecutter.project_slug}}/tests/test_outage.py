@@ -21,7 +21,7 @@ from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from .support import serve
+from .support import TEST_API_KEY, serve
 
 DEADLINE_S = 20.0
 
@@ -94,7 +94,9 @@ async def eventually(probe: Callable[[], Awaitable[bool]]) -> None:
 async def test_the_service_rides_out_an_outage_and_loses_no_queued_task(
     server: AofServer, worker: subprocess.Popen[bytes]
 ) -> None:
-    settings = Settings(redis_url=server.url, environment="test", _env_file=None)
+    settings = Settings(
+        redis_url=server.url, environment="test", api_keys=[TEST_API_KEY], _env_file=None
+    )
     async with serve(create_app(settings)) as client:
 
         async def workers_alive() -> bool:

@@ -19,7 +19,7 @@ from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from .support import serve
+from .support import TEST_API_KEY, serve
 
 MASTER = "service-master"
 START_TIMEOUT_S = 10.0
@@ -78,6 +78,7 @@ async def test_tasks_run_through_the_sentinels_master(
         redis_sentinel_master=MASTER,
         worker_poll_delay_s=0.01,
         environment="test",
+        api_keys=[TEST_API_KEY],
         _env_file=None,
     )
     app = create_app(settings)

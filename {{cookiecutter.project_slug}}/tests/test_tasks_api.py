@@ -11,9 +11,10 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from .support import serve
+from .support import TEST_API_KEY, serve
 
 TASKS = "/api/v1/tasks"
+TESTS = TEST_API_KEY.principal
 
 
 async def queued_count(queue: TaskQueue) -> int:
@@ -56,7 +57,7 @@ async def test_same_task_id_twice_is_409(client: httpx.AsyncClient, task_queue: 
     first = await client.post(TASKS, json=body)
     second = await client.post(TASKS, json=body)
     assert first.status_code == 202
-    assert first.json()["task_id"] == "order-42"
+    assert first.json()["task_id"] == f"{TESTS.tag}.order-42"  # the submitter's tag, then it
     assert second.status_code == 409
     assert "order-42" in second.json()["detail"]
     assert await queued_count(task_queue) == 1
@@ -163,6 +164,7 @@ async def test_redis_down_gives_503_with_retry_after(redis: Redis) -> None:
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
         redis_connect_timeout_s=0.5,
         environment="test",
+        api_keys=[TEST_API_KEY],
         _env_file=None,
     )
     app = create_app(settings)
@@ -192,8 +194,8 @@ async def test_a_full_queue_sheds_submissions_with_503_and_retry_after(
         assert shed.status_code == 503
         assert int(shed.headers["Retry-After"]) > 0
         assert "full" in shed.json()["detail"]
-        assert (await client.get(f"{TASKS}/third")).status_code == 404
+        assert (await client.get(f"{TASKS}/{TESTS.tag}.third")).status_code == 404
         assert (await client.post(TASKS, json={**body, "task_id": "first"})).status_code == 409
         assert await queued_count(task_queue) == 2
-        assert (await client.delete(f"{TASKS}/first")).status_code == 202
+        assert (await client.delete(f"{TASKS}/{TESTS.tag}.first")).status_code == 202
         assert (await client.post(TASKS, json={**body, "task_id": "third"})).status_code == 202

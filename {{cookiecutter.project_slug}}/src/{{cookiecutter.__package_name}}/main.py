@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__
 {%- if cookiecutter.cache_backend != "none" %}
+from .api.auth import Access, check_access_settings
 from .api.errors import EXCEPTION_HANDLERS
 {%- endif %}
 from .api.limits import BodySizeLimit
@@ -64,6 +65,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; tests pass their own settings."""
     settings = settings or get_settings()
+{%- if cookiecutter.cache_backend != "none" %}
+    check_access_settings(settings)
+{%- endif %}
     app = FastAPI(
         title=settings.app_name,
         description="{{ cookiecutter.description }}",
@@ -74,6 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 {%- endif %}
     )
     app.state.settings = settings
+{%- if cookiecutter.cache_backend != "none" %}
+    app.state.access = Access(settings)
+{%- endif %}
 {%- if cookiecutter.__examples == "yes" %}
     # Uploads may be larger than other bodies: the file, plus room for the multipart framing.
     upload_bytes = settings.media_max_upload_bytes + MULTIPART_MARGIN_BYTES

@@ -12,6 +12,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn, SecretStr, ValidationInfo{% endif %}, field_validator{% if cookiecutter.cache_backend != "none" %}, model_validator{% endif %}
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+{%- if cookiecutter.cache_backend != "none" %}
+
+from .access import ApiKey, parse_key_entry
+{%- endif %}
 
 ORIGIN = re.compile(r"https?://[^/\s*]+")
 {%- if cookiecutter.cache_backend != "none" %}
@@ -85,9 +89,15 @@ class Settings(BaseSettings):
     task_max_queue_depth: int = Field(default=100_000, gt=0)
     # Tasks that failed for good are kept for inspection and retry, the newest this many.
     task_dead_letter_max: int = Field(default=10_000, gt=0)
-    # When set, the operator endpoints (the dead-letter list, retry) require
-    # `Authorization: Bearer <OPERATOR_TOKEN>`. The post-gen hook wrote a random one to .env.
-    operator_token: SecretStr | None = None
+    # API keys, comma-separated `NAME:SCOPE+SCOPE:SHA256` entries, made by
+    # `just key NAME --scope SCOPE` (python -m <package>.keys create ...).
+    api_keys: Annotated[list[ApiKey], NoDecode] = []
+    # Everyone may do everything: for ENVIRONMENT=development only, refused otherwise.
+    auth_disabled: bool = False
+    # Signs the links that let a browser follow one task (events_url, ws_url); every API
+    # process needs the same one. Unset: a random one per process (fine for one process).
+    follow_token_secret: SecretStr | None = None
+    follow_token_ttl_s: float = Field(default=900.0, gt=0)
     # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>` (give it to the
     # scraper); empty leaves it open.
     metrics_token: SecretStr | None = None
@@ -133,11 +143,25 @@ class Settings(BaseSettings):
         return value
 {%- if cookiecutter.cache_backend != "none" %}
 
-    @field_validator("operator_token", "metrics_token", mode="before")
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def parse_api_keys(cls, value: object) -> object:
+        value = split_commas(value)
+        if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+            return value
+        keys = [parse_key_entry(entry) for entry in value]
+        names = [key.name for key in keys]
+        if len(set(names)) < len(names):
+            raise ValueError("two API_KEYS entries have the same name")
+        if len({key.sha256 for key in keys}) < len(keys):
+            raise ValueError("two API_KEYS entries have the same key")
+        return keys
+
+    @field_validator("follow_token_secret", "metrics_token", mode="before")
     @classmethod
     def check_token(cls, value: object, info: ValidationInfo) -> object:
         if value == "":
-            return None  # empty: what the token guards is open
+            return None  # empty: unset
         if isinstance(value, str) and len(value) < MIN_TOKEN_LENGTH:
             name = (info.field_name or "token").upper()
             raise ValueError(

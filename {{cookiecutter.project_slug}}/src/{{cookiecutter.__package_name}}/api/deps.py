@@ -54,7 +54,6 @@ async def get_task_service(connection: HTTPConnection) -> TaskService:
     return TaskService(queue, events, settings)
 
 
-bearer = HTTPBearer(auto_error=False, description="OPERATOR_TOKEN, when one is set")
 metrics_bearer = HTTPBearer(
     auto_error=False, scheme_name="MetricsToken", description="METRICS_TOKEN, when one is set"
 )
@@ -72,14 +71,6 @@ def check_bearer(token: SecretStr | None, credentials: Credentials, name: str) -
             f"This endpoint needs {name}: Authorization: Bearer <{name}>.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-
-
-async def require_operator(
-    connection: HTTPConnection, credentials: Annotated[Credentials, Depends(bearer)]
-) -> None:
-    """With OPERATOR_TOKEN set, only a request bearing it passes; 401 otherwise."""
-    settings: Settings = connection.app.state.settings
-    check_bearer(settings.operator_token, credentials, "OPERATOR_TOKEN")
 
 
 async def require_metrics_token(
@@ -108,6 +99,5 @@ WorkerProbesDep = Annotated[dict[str, WorkerProbe], Depends(get_worker_probes)]
 {%- if cookiecutter.cache_backend != "none" %}
 TaskQueueDep = Annotated[TaskQueue, Depends(get_task_queue)]
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
-OperatorDep = Depends(require_operator)
 MetricsTokenDep = Depends(require_metrics_token)
 {%- endif %}

@@ -5,25 +5,74 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    HTTPException,
+    Query,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketState
 
+from ..access import READ
 from ..infrastructure.events import TaskEvent
 from ..infrastructure.redis import UNAVAILABLE_ERRORS
 from ..services.tasks import TaskNotFoundError, TaskService
+from .auth import (
+    Access,
+    AccessDep,
+    authenticate,
+    bearer_key,
+    check_visible,
+    forbidden,
+    unauthorized,
+)
 from .deps import TaskServiceDep
-from .tasks import TASK_ID_PATTERN, TaskId, problem
+from .tasks import FORBIDDEN, TASK_ID_PATTERN, UNAUTHORIZED, TaskId, problem
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 # A comment line is sent after this long without an event, so that proxies keep the stream.
 KEEPALIVE_S = 15.0
 # How long a browser's EventSource waits before it reconnects after a dropped stream.
 SSE_RETRY_MS = 3_000
-WS_CLOSE_NOT_FOUND = 4404
+# Close codes 4000 + the HTTP status the same refusal gets over HTTP: 4401, 4403, 4404.
+WS_CLOSE_HTTP_OFFSET = 4000
+WS_CLOSE_NOT_FOUND = WS_CLOSE_HTTP_OFFSET + 404
+FollowToken = Annotated[
+    str | None, Query(max_length=200, description="The token of events_url or ws_url")
+]
 WS_CLOSE_TRY_AGAIN = 1013
+
+
+async def may_follow(access: Access, key: str | None, token: str | None, task_id: str) -> None:
+    """A follow token for this task, or an API key with tasks:read and sight of the task."""
+    if token is not None:
+        if not access.token_allows(token, task_id):
+            raise unauthorized("This link's token is for another task, or has expired.")
+        return
+    principal = await authenticate(access, key)
+    if not principal.can(READ):
+        raise forbidden(READ)
+    check_visible(principal, task_id)
+
+
+async def follower(
+    task_id: str,
+    access: AccessDep,
+    key: Annotated[str | None, Depends(bearer_key)],
+    token: FollowToken = None,
+) -> None:
+    """`may_follow` as a dependency: the credential is checked before anything else."""
+    try:
+        await may_follow(access, key, token, task_id)
+    except TaskNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
 @router.get(
@@ -34,12 +83,17 @@ WS_CLOSE_TRY_AGAIN = 1013
             "content": {"text/event-stream": {}},
             "description": "One `data:` line of JSON per event; ends after the terminal one",
         },
+        **UNAUTHORIZED,
+        **FORBIDDEN,
         **problem(404, "No task with this id"),
     },
 )
-async def task_events(task_id: TaskId, tasks: TaskServiceDep) -> StreamingResponse:
+async def task_events(
+    task_id: TaskId, tasks: TaskServiceDep, _: Annotated[None, Depends(follower)]
+) -> StreamingResponse:
     """Server-Sent Events: the task's current state, then its progress and status events;
-    the stream ends after the terminal event (complete, failed or aborted)."""
+    the stream ends after the terminal event (complete, failed or aborted). Needs the
+    `token` of the task's `events_url` (browsers), or an API key with tasks:read."""
     try:
         await tasks.state(task_id)
     except TaskNotFoundError as exc:
@@ -69,13 +123,22 @@ async def server_sent_events(tasks: TaskService, task_id: str) -> AsyncIterator[
 
 
 @router.websocket("/{task_id}/ws")
-async def task_events_ws(websocket: WebSocket, task_id: str, tasks: TaskServiceDep) -> None:
-    """The same events as JSON text messages. Closes with 1000 after the terminal event,
-    4404 for an unknown task, 1013 while the queue is unreachable."""
+async def task_events_ws(
+    websocket: WebSocket,
+    task_id: str,
+    tasks: TaskServiceDep,
+    access: AccessDep,
+    key: Annotated[str | None, Depends(bearer_key)],
+    token: FollowToken = None,
+) -> None:
+    """The same events as JSON text messages; the same credentials as the SSE route. Closes
+    with 1000 after the terminal event, 4401 without a valid credential, 4403 without
+    tasks:read, 4404 for an unknown task, 1013 while the queue is unreachable."""
     await websocket.accept()
     try:
         if not re.fullmatch(TASK_ID_PATTERN, task_id):
             raise TaskNotFoundError(task_id)
+        await may_follow(access, key, token, task_id)
         await tasks.state(task_id)
         async with anyio.create_task_group() as group:
             group.start_soon(close_on_disconnect, websocket, group.cancel_scope)
@@ -88,6 +151,8 @@ async def task_events_ws(websocket: WebSocket, task_id: str, tasks: TaskServiceD
             await websocket.close()
     except WebSocketDisconnect:
         return
+    except HTTPException as exc:
+        await websocket.close(WS_CLOSE_HTTP_OFFSET + exc.status_code, str(exc.detail))
     except TaskNotFoundError as exc:
         await websocket.close(WS_CLOSE_NOT_FOUND, str(exc))
     except UNAVAILABLE_ERRORS:

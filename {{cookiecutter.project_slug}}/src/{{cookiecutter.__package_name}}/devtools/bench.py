@@ -36,6 +36,7 @@ from arq.worker import Worker as ArqWorker
 from arq.worker import func
 from fastapi import FastAPI, Request
 
+from ..access import SUBMIT, create_key
 from ..infrastructure.queue import (
     HEALTH_CHECK_SUFFIX,
     TaskQueue,
@@ -160,11 +161,11 @@ async def read_status(reader: asyncio.StreamReader) -> int:
     return int(status_line.split()[1])
 
 
-async def load(port: int, path: str, *, clients: int, requests: int) -> Latencies:
-    """POST `BODY` `requests` times over `clients` keep-alive connections, each sending its
-    next request when the previous answer is in."""
+async def load(port: int, path: str, key: str, *, clients: int, requests: int) -> Latencies:
+    """POST `BODY` with API key `key` `requests` times over `clients` keep-alive connections,
+    each sending its next request when the previous answer is in."""
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
     )
     request = head.encode() + BODY
@@ -233,7 +234,10 @@ async def wait_for_port(port: int) -> None:
 async def bench_enqueue(
     env: dict[str, str], requests: int
 ) -> dict[int, tuple[Latencies, Latencies]]:
-    """Ours and the bare endpoint at each concurrency, alternating, after a warm-up."""
+    """Ours (with access control on: an API key with tasks:submit) and the bare endpoint (which
+    gets the same header) at each concurrency, alternating, after a warm-up."""
+    key, api_key = create_key("bench", [SUBMIT])
+    env = {**env, "API_KEYS": api_key.entry, "AUTH_DISABLED": "false"}
     ours, bare = free_port(), free_port()
     commands = [
         uvicorn_command(f"{SERVICE}.main:create_app", ours),
@@ -244,13 +248,15 @@ async def bench_enqueue(
         await wait_for_port(ours)
         await wait_for_port(bare)
         for port, path in ((ours, "/api/v1/tasks"), (bare, "/enqueue")):
-            await load(port, path, clients=4, requests=max(50, requests // 5))
+            await load(port, path, key, clients=4, requests=max(50, requests // 5))
         for clients in CONCURRENCY:
             ours_runs: list[Latencies] = []
             bare_runs: list[Latencies] = []
             for share in split(requests, ROUNDS):
-                bare_runs.append(await load(bare, "/enqueue", clients=clients, requests=share))
-                ours_runs.append(await load(ours, "/api/v1/tasks", clients=clients, requests=share))
+                bare_runs.append(await load(bare, "/enqueue", key, clients=clients, requests=share))
+                ours_runs.append(
+                    await load(ours, "/api/v1/tasks", key, clients=clients, requests=share)
+                )
             results[clients] = (Latencies.pooled(ours_runs), Latencies.pooled(bare_runs))
     return results
 

@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from dotenv import dotenv_values
+
+from ..access import hash_key
 from ..settings import Settings
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError, free_port
 
@@ -70,6 +73,22 @@ def run(commands: list[list[str]], env: dict[str, str]) -> int:
             process.wait()
 
 
+def how_to_authenticate(settings: Settings, dev_key: str | None) -> str:
+    """How to call the API with the development key of `.env` (or how to get a key)."""
+    if settings.auth_disabled:
+        return "AUTH_DISABLED=true: the API lets every request in."
+    if dev_key and hash_key(dev_key) in {key.sha256 for key in settings.api_keys}:
+        return (
+            "Call the API with the development key of .env (every scope): "
+            f"Authorization: Bearer {dev_key}\n"
+            "  In /docs: Authorize, then paste the key."
+        )
+    return (
+        "No development key in .env: make one with `just key dev --scope operator`, then add "
+        "its second line to API_KEYS in .env (or set AUTH_DISABLED=true there)."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
@@ -80,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = [api_command(args.host, args.port, reload=reload)]
     commands += [worker_command(queue, reload=reload) for queue in QUEUES]
     env = dict(os.environ)
+    settings = Settings()
     print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
-    if "redis_url" in Settings().model_fields_set:
+    print(how_to_authenticate(settings, dotenv_values(".env").get("DEV_API_KEY")), flush=True)
+    if "redis_url" in settings.model_fields_set:
         print("Using REDIS_URL from the environment or .env.", flush=True)
         return run(commands, env)
     try:

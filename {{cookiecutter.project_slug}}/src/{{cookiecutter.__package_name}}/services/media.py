@@ -4,6 +4,7 @@ import asyncio
 import shutil
 from dataclasses import dataclass
 
+from ..access import Principal
 from ..infrastructure.media import MediaStore, identify
 from ..settings import Settings
 from .tasks import TaskService
@@ -17,6 +18,7 @@ class UploadTooLargeError(ValueError):
 @dataclass(frozen=True)
 class Upload:
     media_id: str
+    task_id: str
     format: str
     width: int
     height: int
@@ -27,19 +29,23 @@ class MediaService:
         self._tasks = tasks
         self._settings = settings
 
-    async def upload(self, data: bytes) -> Upload:
+    async def upload(self, principal: Principal, data: bytes) -> Upload:
         """Refuse what is not an accepted image (nothing is stored then); store the rest and
-        queue `process_media`, whose task id is the media id."""
+        queue `process_media` for `principal`, with the media id as its chosen task id."""
         if len(data) > self._settings.media_max_upload_bytes:
             raise UploadTooLargeError(self._settings.media_max_upload_bytes)
         fmt, width, height = identify(data, max_pixels=self._settings.media_max_pixels)
         store = MediaStore(self._settings.media_dir)
         media_id = await asyncio.to_thread(store.save, data)
         try:
-            await self._tasks.submit(
-                "process_media", {"media_id": media_id}, defer_by_s=None, task_id=media_id
+            submitted = await self._tasks.submit(
+                principal,
+                "process_media",
+                {"media_id": media_id},
+                defer_by_s=None,
+                task_id=media_id,
             )
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, store.root / media_id)
             raise
-        return Upload(media_id=media_id, format=fmt, width=width, height=height)
+        return Upload(media_id, submitted.task_id, fmt, width, height)

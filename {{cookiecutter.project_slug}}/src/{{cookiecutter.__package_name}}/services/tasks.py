@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from ..access import SUBMIT, SUBMIT_ONE_PREFIX, Principal
 from ..infrastructure.dead_letters import DeadLetter
 from ..infrastructure.events import TaskEvent, TaskEventHub
 from ..infrastructure.queue import TaskQueue
@@ -21,6 +22,12 @@ class UnknownTaskError(LookupError):
     def __init__(self, name: str) -> None:
         choices = ", ".join(sorted(API_TASKS)) or "none"
         super().__init__(f"Unknown task {name!r}: the API accepts {choices}.")
+
+
+class MissingScopeError(PermissionError):
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"This needs the scope {scope}.")
+        self.scope = scope
 
 
 class InvalidTaskArgsError(ValueError):
@@ -37,7 +44,7 @@ class DeferTooLongError(ValueError):
 class DuplicateTaskError(Exception):
     def __init__(self, task_id: str) -> None:
         super().__init__(
-            f"A task with id {task_id!r} already exists (queued, running, or finished with "
+            f"You already have a task with id {task_id!r} (queued, running, or finished with "
             "its result still kept): choose another id, or read its status."
         )
 
@@ -72,11 +79,23 @@ class TaskService:
         self._settings = settings
 
     async def submit(
-        self, name: str, args: dict[str, Any], *, defer_by_s: float | None, task_id: str | None
+        self,
+        principal: Principal,
+        name: str,
+        args: dict[str, Any],
+        *,
+        defer_by_s: float | None,
+        task_id: str | None,
     ) -> Submitted:
+        """Enqueue `name` for `principal`, under an id of its own: its tag, then `task_id`
+        (or a random one), so that ids chosen by different principals never meet."""
+        if not principal.can_submit_any():
+            raise MissingScopeError(SUBMIT)
         spec = API_TASKS.get(name)
         if spec is None or spec.args_model is None:
             raise UnknownTaskError(name)
+        if not principal.can_submit(name, sensitive=spec.sensitive):
+            raise MissingScopeError(SUBMIT_ONE_PREFIX + name if spec.sensitive else SUBMIT)
         try:
             context = {"settings": self._settings}  # for checks that depend on the settings
             arguments = spec.args_model.model_validate(args, context=context).model_dump(
@@ -91,11 +110,10 @@ class TaskService:
         settings = self._settings
         queue = settings.slow_task_queue if spec.queue == "slow" else settings.task_queue
         options: dict[str, Any] = {
+            "_job_id": principal.task_id(task_id),
             "_queue_name": queue,
             "_max_depth": settings.task_max_queue_depth,
         }
-        if task_id is not None:
-            options["_job_id"] = task_id
         if defer_by_s:
             options["_defer_by"] = defer_by_s
         new_id = await self._queue.enqueue(name, **arguments, **options)

@@ -31,6 +31,9 @@ class TaskSpec:
     timeout_s: float | None = None
     # Tries, the first included; None uses WORKER_MAX_TRIES.
     max_tries: int | None = None
+    # Sensitive tasks are left out of the tasks:submit scope: submitting one takes
+    # tasks:submit:<name> (or operator).
+    sensitive: bool = False
 
     @property
     def name(self) -> str:
@@ -46,7 +49,14 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(optimize_image, args_model=MediaArgs, timeout_s=60),
     # ...and e-mail, on the slow queue: a bulk send can take hours at its rate limit.
     TaskSpec(send_single_email, args_model=SingleEmailArgs, queue="slow", timeout_s=60),
-    TaskSpec(send_bulk_emails, args_model=BulkEmailArgs, queue="slow", timeout_s=24 * 3600),
+    # Bulk e-mail is sensitive: keys with tasks:submit alone cannot make the service a relay.
+    TaskSpec(
+        send_bulk_emails,
+        args_model=BulkEmailArgs,
+        queue="slow",
+        timeout_s=24 * 3600,
+        sensitive=True,
+    ),
 )
 {% else -%}
 TASKS: tuple[TaskSpec, ...] = (TaskSpec(example_task, args_model=ExampleTaskArgs, timeout_s=60),)

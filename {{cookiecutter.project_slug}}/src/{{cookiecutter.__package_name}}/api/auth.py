@@ -1,0 +1,131 @@
+"""Access control over HTTP: whom a request acts for, and the scope each route needs.
+
+A missing or unknown credential gets 401 with `WWW-Authenticate: Bearer`; a known one without
+the scope, 403. Another principal's task is answered 404, exactly as an unknown id.
+"""
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.requests import HTTPConnection
+from fastapi.security import HTTPBearer
+
+from ..access import SCOPES, Principal, follow_token_allows, hash_key, sign_follow_token
+from ..services.tasks import TaskNotFoundError
+from ..settings import Settings
+
+# Everyone, while AUTH_DISABLED=true in development.
+DEVELOPER = Principal("development", frozenset(SCOPES))
+
+
+class AccessSettingsError(RuntimeError):
+    """The settings leave the API open where they must not, or closed to everyone."""
+
+
+def check_access_settings(settings: Settings) -> None:
+    """Refuse to serve with access control off outside development, or in production with
+    no way to authenticate."""
+    if settings.auth_disabled and settings.environment != "development":
+        raise AccessSettingsError(
+            f"AUTH_DISABLED=true is honoured only with ENVIRONMENT=development (it is "
+            f"{settings.environment}): remove it and give clients API keys."
+        )
+    if settings.environment == "production" and not settings.auth_disabled:
+        missing = [] if settings.api_keys else ["API_KEYS"]
+        if settings.follow_token_secret is None:
+            missing.append("FOLLOW_TOKEN_SECRET")
+        if missing:
+            raise AccessSettingsError(
+                f"In production the API needs {' and '.join(missing)}: API_KEYS lets clients "
+                "in (make entries with `just key NAME --scope SCOPE`), FOLLOW_TOKEN_SECRET "
+                "signs the events links and must be the same random string on every API "
+                "process."
+            )
+
+
+class Access:
+    """What one API process knows to authenticate requests; built once at start-up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.disabled = settings.auth_disabled
+        self.principals = {key.sha256: key.principal for key in settings.api_keys}
+        secret = settings.follow_token_secret
+        self.follow_secret = (
+            secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
+        )
+        self.follow_ttl_s = settings.follow_token_ttl_s
+
+    def principal(self, key: str | None) -> Principal | None:
+        if self.disabled:
+            return DEVELOPER
+        return self.principals.get(hash_key(key)) if key else None
+
+    def follow_token(self, task_id: str) -> str:
+        return sign_follow_token(self.follow_secret, task_id, self.follow_ttl_s)
+
+    def token_allows(self, token: str, task_id: str) -> bool:
+        return follow_token_allows(self.follow_secret, token, task_id)
+
+
+class BearerKey(HTTPBearer):
+    """`Authorization: Bearer <key>`, on HTTP requests and WebSocket handshakes alike."""
+
+    async def __call__(self, connection: HTTPConnection) -> str | None:  # type: ignore[override]
+        scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
+        return credential.strip() or None if scheme.lower() == "bearer" else None
+
+
+bearer_key = BearerKey(
+    auto_error=False, scheme_name="ApiKey", description="An API key: `just key NAME --scope ...`"
+)
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def forbidden(scope: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, f"This needs the scope {scope}.")
+
+
+async def get_access(connection: HTTPConnection) -> Access:
+    access: Access = connection.app.state.access
+    return access
+
+
+AccessDep = Annotated[Access, Depends(get_access)]
+
+
+async def authenticate(
+    access: AccessDep, key: Annotated[str | None, Depends(bearer_key)]
+) -> Principal:
+    principal = access.principal(key)
+    if principal is None:
+        if key is None:
+            raise unauthorized("This needs an API key: Authorization: Bearer <key>.")
+        raise unauthorized("This API key is not known.")
+    return principal
+
+
+Authenticated = Annotated[Principal, Depends(authenticate)]
+
+
+def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency passing principals that hold `scope` (operators hold every scope)."""
+
+    async def check(principal: Authenticated) -> Principal:
+        if not principal.can(scope):
+            raise forbidden(scope)
+        return principal
+
+    return check
+
+
+def check_visible(principal: Principal, task_id: str) -> None:
+    """Another principal's task does not exist for this one."""
+    if not principal.can_see(task_id):
+        raise TaskNotFoundError(task_id)
