@@ -137,7 +137,8 @@ def test_docs_browser_snippets_follow_tasks(
     script = tmp_path / "follow.js"
     script.write_text("\n".join(snippets) + HARNESS)
 
-    key = dev_key(project)
+    lines = (project / ".env").read_text().splitlines()
+    key = dict(line.split("=", 1) for line in lines if "=" in line)["DEV_API_KEY"]  # every scope
 
     def follow(function: str, url: str, task: str) -> dict[str, Any]:
         output = run([node, *NODE_FLAGS, str(script), url, function, task, key], tmp_path)
@@ -172,12 +173,3 @@ def test_docs_browser_snippets_follow_tasks(
         # A forged link is refused as a bad credential; a key sees that the task does not exist.
         assert "4401" in follow("followOverWebSocket", url, json.dumps(FORGED))["error"]
         assert "404" in follow("pollTask", url, json.dumps(FORGED))["error"]
-
-
-def dev_key(project: Path) -> str:
-    """The development key the post-gen hook wrote to the project's .env."""
-    for line in (project / ".env").read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name == "DEV_API_KEY" and value:
-            return value
-    raise AssertionError("the rendered .env has no DEV_API_KEY")

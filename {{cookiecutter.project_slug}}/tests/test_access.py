@@ -282,7 +282,8 @@ async def test_auth_disabled_lets_everyone_in_during_development_only(
 
 def test_production_refuses_to_start_without_a_way_to_authenticate(settings: Settings) -> None:
     production = settings.model_copy(update={"environment": "production", "api_keys": []})
-    with pytest.raises(AccessSettingsError, match="API_KEYS and FOLLOW_TOKEN_SECRET"):
+    missing = r"API_KEYS \(or AUTH_JWT_\*\) and FOLLOW_TOKEN_SECRET"
+    with pytest.raises(AccessSettingsError, match=missing):
         create_app(production)
     _, [entry] = keys(("client", ["tasks:submit"]))
     with pytest.raises(AccessSettingsError, match="needs FOLLOW_TOKEN_SECRET"):

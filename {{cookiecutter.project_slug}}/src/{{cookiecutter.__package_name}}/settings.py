@@ -10,7 +10,19 @@ from typing import Annotated, Literal{% if cookiecutter.cache_backend != "none" 
 from urllib.parse import urlsplit
 {%- endif %}
 
-from pydantic import Field{% if cookiecutter.cache_backend != "none" %}, RedisDsn, SecretStr, ValidationInfo{% endif %}, field_validator{% if cookiecutter.cache_backend != "none" %}, model_validator{% endif %}
+{% if cookiecutter.cache_backend != "none" -%}
+from pydantic import (
+    Field,
+    HttpUrl,
+    RedisDsn,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+{%- else -%}
+from pydantic import Field, field_validator
+{%- endif %}
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 {%- if cookiecutter.cache_backend != "none" %}
 
@@ -92,6 +104,11 @@ class Settings(BaseSettings):
     # API keys, comma-separated `NAME:SCOPE+SCOPE:SHA256` entries, made by
     # `just key NAME --scope SCOPE` (python -m <package>.keys create ...).
     api_keys: Annotated[list[ApiKey], NoDecode] = []
+    # Bearer JWTs of an OpenID Connect provider, checked against its keys (all three or none):
+    # the `iss` and `aud` the tokens must carry, and where the provider publishes its JWKS.
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_jwks_url: HttpUrl | None = None
     # Everyone may do everything: for ENVIRONMENT=development only, refused otherwise.
     auth_disabled: bool = False
     # Signs the links that let a browser follow one task (events_url, ws_url); every API
@@ -157,6 +174,11 @@ class Settings(BaseSettings):
             raise ValueError("two API_KEYS entries have the same key")
         return keys
 
+    @field_validator("auth_jwt_issuer", "auth_jwt_audience", "auth_jwks_url", mode="before")
+    @classmethod
+    def empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("follow_token_secret", "metrics_token", mode="before")
     @classmethod
     def check_token(cls, value: object, info: ValidationInfo) -> object:
@@ -194,6 +216,21 @@ class Settings(BaseSettings):
     def redis_sentinel_hosts(self) -> list[tuple[str, int]]:
         pairs = (entry.rpartition(":") for entry in self.redis_sentinels)
         return [(host, int(port)) for host, _, port in pairs]
+
+    @model_validator(mode="after")
+    def jwt_settings_come_together(self) -> Self:
+        jwt = {
+            "AUTH_JWT_ISSUER": self.auth_jwt_issuer,
+            "AUTH_JWT_AUDIENCE": self.auth_jwt_audience,
+            "AUTH_JWKS_URL": self.auth_jwks_url,
+        }
+        missing = [name for name, value in jwt.items() if not value]
+        if 0 < len(missing) < len(jwt):
+            raise ValueError(
+                f"{', '.join(missing)} must be set too: JWTs are checked with all three of "
+                "AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE and AUTH_JWKS_URL, or not at all"
+            )
+        return self
 
     @model_validator(mode="after")
     def queue_db_differs_from_cache_db(self) -> Self:

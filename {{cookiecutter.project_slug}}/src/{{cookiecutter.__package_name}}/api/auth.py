@@ -13,9 +13,11 @@ from fastapi.requests import HTTPConnection
 from fastapi.security import HTTPBearer
 
 from ..access import SCOPES, Principal, follow_token_allows, hash_key, sign_follow_token
+from ..infrastructure.oidc import InvalidTokenError, JwksUnavailableError, JwtVerifier
 from ..services.tasks import TaskNotFoundError
 from ..settings import Settings
 
+JWKS_RETRY_AFTER_S = 30
 # Everyone, while AUTH_DISABLED=true in development.
 DEVELOPER = Principal("development", frozenset(SCOPES))
 
@@ -33,15 +35,17 @@ def check_access_settings(settings: Settings) -> None:
             f"{settings.environment}): remove it and give clients API keys."
         )
     if settings.environment == "production" and not settings.auth_disabled:
-        missing = [] if settings.api_keys else ["API_KEYS"]
+        can_authenticate = settings.api_keys or settings.auth_jwks_url
+        missing = [] if can_authenticate else ["API_KEYS (or AUTH_JWT_*)"]
         if settings.follow_token_secret is None:
             missing.append("FOLLOW_TOKEN_SECRET")
         if missing:
             raise AccessSettingsError(
                 f"In production the API needs {' and '.join(missing)}: API_KEYS lets clients "
-                "in (make entries with `just key NAME --scope SCOPE`), FOLLOW_TOKEN_SECRET "
-                "signs the events links and must be the same random string on every API "
-                "process."
+                "in (make entries with `just key NAME --scope SCOPE`), or AUTH_JWT_ISSUER, "
+                "AUTH_JWT_AUDIENCE and AUTH_JWKS_URL accept your identity provider's tokens; "
+                "FOLLOW_TOKEN_SECRET signs the events links and must be the same random "
+                "string on every API process."
             )
 
 
@@ -56,11 +60,22 @@ class Access:
             secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
         )
         self.follow_ttl_s = settings.follow_token_ttl_s
+        self.jwt: JwtVerifier | None = None
+        if settings.auth_jwt_issuer and settings.auth_jwt_audience and settings.auth_jwks_url:
+            self.jwt = JwtVerifier(
+                settings.auth_jwt_issuer, settings.auth_jwt_audience, str(settings.auth_jwks_url)
+            )
 
-    def principal(self, key: str | None) -> Principal | None:
+    async def principal(self, credential: str | None) -> Principal | None:
+        """Whom `credential` (an API key, or a JWT when those are accepted) stands for; None
+        when it stands for no one. InvalidTokenError says why a JWT is refused."""
         if self.disabled:
             return DEVELOPER
-        return self.principals.get(hash_key(key)) if key else None
+        if not credential:
+            return None
+        if self.jwt is not None and credential.count(".") == 2:
+            return await self.jwt.principal(credential)
+        return self.principals.get(hash_key(credential))
 
     def follow_token(self, task_id: str) -> str:
         return sign_follow_token(self.follow_secret, task_id, self.follow_ttl_s)
@@ -70,7 +85,7 @@ class Access:
 
 
 class BearerKey(HTTPBearer):
-    """`Authorization: Bearer <key>`, on HTTP requests and WebSocket handshakes alike."""
+    """`Authorization: Bearer <key or JWT>`, on HTTP requests and WebSocket handshakes alike."""
 
     async def __call__(self, connection: HTTPConnection) -> str | None:  # type: ignore[override]
         scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
@@ -78,7 +93,9 @@ class BearerKey(HTTPBearer):
 
 
 bearer_key = BearerKey(
-    auto_error=False, scheme_name="ApiKey", description="An API key: `just key NAME --scope ...`"
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key (`just key NAME --scope ...`), or a JWT of the identity provider",
 )
 
 
@@ -103,7 +120,16 @@ AccessDep = Annotated[Access, Depends(get_access)]
 async def authenticate(
     access: AccessDep, key: Annotated[str | None, Depends(bearer_key)]
 ) -> Principal:
-    principal = access.principal(key)
+    try:
+        principal = await access.principal(key)
+    except InvalidTokenError as exc:
+        raise unauthorized(str(exc)) from exc
+    except JwksUnavailableError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The identity provider's keys cannot be fetched right now; retry shortly.",
+            headers={"Retry-After": str(JWKS_RETRY_AFTER_S)},
+        ) from exc
     if principal is None:
         if key is None:
             raise unauthorized("This needs an API key: Authorization: Bearer <key>.")
