@@ -14,15 +14,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
+from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from {{ cookiecutter.__package_name }}.access import (
     ApiKey,
+    FollowTokens,
     create_key,
     hash_key,
     parse_key_entry,
-    sign_follow_token,
 )
 from {{ cookiecutter.__package_name }}.api.auth import AccessSettingsError
 from {{ cookiecutter.__package_name }}.main import create_app
@@ -226,7 +227,7 @@ async def test_the_links_of_a_202_follow_that_task_only(settings: Settings) -> N
                         assert json.loads(line.removeprefix("data: "))["status"] == "queued"
                         break
             token = mine["events_url"].partition("?token=")[2]
-            expired = sign_follow_token(SECRET.get_secret_value().encode(), mine["task_id"], -1)
+            expired = FollowTokens(SECRET.get_secret_value().encode(), -1).sign(mine["task_id"])
             for url in (
                 f"{TASKS}/{other['task_id']}/events?token={token}",
                 f"{TASKS}/{mine['task_id']}/events?token={expired}",
@@ -264,6 +265,31 @@ async def test_bulk_email_needs_its_own_scope(settings: Settings) -> None:
             assert (await client.post(TASKS, json=body)).status_code == 202
             assert (await client.post(TASKS, json=SUBMISSION)).status_code == 403
 {%- endif %}
+
+
+async def test_each_principal_has_a_submission_rate_shared_by_all_api_processes(
+    settings: Settings, redis: Redis
+) -> None:
+    """Past TASK_SUBMIT_RATE_LIMIT in a window: 429 with Retry-After, nothing queued, on every
+    API process; another principal is not held back."""
+    (alice, bob), entries = keys(("alice", ["tasks:submit"]), ("bob", ["tasks:submit"]))
+    settings = settings.model_copy(
+        update={"task_submit_rate_limit": 3, "task_submit_rate_window_s": 60.0}
+    )
+    async with app_with(settings, *entries) as first, app_with(settings, *entries) as second:
+        async with client_of(first, alice) as on_first, client_of(second, alice) as on_second:
+            for client in (on_first, on_second, on_first):
+                assert (await client.post(TASKS, json=SUBMISSION)).status_code == 202
+            queue = first.state.task_queue
+            depth = await queue.pool.zcard(settings.task_queue)
+            for client in (on_first, on_second):
+                refused = await client.post(TASKS, json=SUBMISSION)
+                assert refused.status_code == 429
+                assert 0 < int(refused.headers["Retry-After"]) <= 60
+                assert "Too many submissions" in refused.json()["detail"]
+            assert await queue.pool.zcard(settings.task_queue) == depth
+        async with client_of(second, bob) as client:
+            assert (await client.post(TASKS, json=SUBMISSION)).status_code == 202
 
 
 async def test_auth_disabled_lets_everyone_in_during_development_only(

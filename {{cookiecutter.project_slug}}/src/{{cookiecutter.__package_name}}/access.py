@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 SUBMIT = "tasks:submit"
 READ = "tasks:read"
@@ -62,7 +63,7 @@ class Principal:
     def can_submit_any(self) -> bool:
         return self.is_operator or any(scope.startswith(SUBMIT) for scope in self.scopes)
 
-    @property
+    @cached_property
     def tag(self) -> str:
         return hashlib.sha256(self.name.encode()).hexdigest()[:TAG_LENGTH]
 
@@ -128,17 +129,23 @@ def parse_key_entry(entry: str) -> ApiKey:
     return ApiKey(name, frozenset(scopes.split("+")), digest)
 
 
-def sign_follow_token(secret: bytes, task_id: str, ttl_s: float) -> str:
-    """A token allowing to follow `task_id`'s events, and only those, for `ttl_s` seconds."""
-    expires = int(time.time() + ttl_s)
-    return f"{expires}.{_follow_mac(secret, task_id, expires)}"
+class FollowTokens:
+    """Tokens allowing to follow one task's events, and only those, for `ttl_s` seconds:
+    `<expiry>.<HMAC-SHA256 of the task id and the expiry>`."""
 
+    def __init__(self, secret: bytes, ttl_s: float) -> None:
+        self._secret = secret
+        self._ttl_s = ttl_s
 
-def follow_token_allows(secret: bytes, token: str, task_id: str) -> bool:
-    expires, _, mac = token.partition(".")
-    if not expires.isdigit() or int(expires) < time.time():
-        return False
-    return hmac.compare_digest(mac, _follow_mac(secret, task_id, int(expires)))
+    def sign(self, task_id: str) -> str:
+        expires = int(time.time() + self._ttl_s)
+        return f"{expires}.{_follow_mac(self._secret, task_id, expires)}"
+
+    def allows(self, token: str, task_id: str) -> bool:
+        expires, _, mac = token.partition(".")
+        if not expires.isdigit() or int(expires) < time.time():
+            return False
+        return hmac.compare_digest(mac, _follow_mac(self._secret, task_id, int(expires)))
 
 
 def _follow_mac(secret: bytes, task_id: str, expires: int) -> str:

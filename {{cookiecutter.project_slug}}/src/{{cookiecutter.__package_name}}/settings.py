@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     # Load shedding: submissions get 503 (with Retry-After) while their queue holds this many
     # tasks (waiting, deferred or running), rather than growing Redis's memory without bound.
     task_max_queue_depth: int = Field(default=100_000, gt=0)
+    # Each principal (API key, token subject) may submit at most TASK_SUBMIT_RATE_LIMIT tasks
+    # per TASK_SUBMIT_RATE_WINDOW_S, counted in Redis across API processes (429 past it);
+    # 0 lifts the limit.
+    task_submit_rate_limit: int = Field(default=1_000, ge=0)
+    task_submit_rate_window_s: float = Field(default=60.0, gt=0)
     # Tasks that failed for good are kept for inspection and retry, the newest this many.
     task_dead_letter_max: int = Field(default=10_000, gt=0)
     # API keys, comma-separated `NAME:SCOPE+SCOPE:SHA256` entries, made by

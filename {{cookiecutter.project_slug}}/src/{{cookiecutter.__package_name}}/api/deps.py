@@ -26,6 +26,9 @@ from ..services.health import Check, WorkerProbe
 from ..services.tasks import TaskService
 {%- endif %}
 from ..settings import Settings
+{%- if cookiecutter.cache_backend != "none" %}
+from .auth import Access
+{%- endif %}
 
 
 async def get_app_settings(connection: HTTPConnection) -> Settings:
@@ -51,7 +54,8 @@ async def get_task_service(connection: HTTPConnection) -> TaskService:
     queue: TaskQueue = state.task_queue
     events: TaskEventHub = state.task_events
     settings: Settings = state.settings
-    return TaskService(queue, events, settings)
+    access: Access = state.access
+    return TaskService(queue, events, settings, access.follow_tokens)
 
 
 metrics_bearer = HTTPBearer(

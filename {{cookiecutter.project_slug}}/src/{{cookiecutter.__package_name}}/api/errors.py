@@ -1,5 +1,6 @@
 """Error answers every route shares: 503 while the server is unreachable or the queue is full,
-and 422 bodies that say what is wrong without echoing the input back."""
+429 past a client's submission rate, and 422 bodies that say what is wrong without echoing the
+input back."""
 
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -9,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..infrastructure.queue import QueueFullError
+from ..infrastructure.queue import QueueFullError, RateLimitedError
 from ..infrastructure.redis import UNAVAILABLE_ERRORS
 
 RETRY_AFTER_S = 5
@@ -35,6 +36,16 @@ async def queue_full(request: Request, exc: Exception) -> Response:
     )
 
 
+async def rate_limited(request: Request, exc: Exception) -> Response:
+    """429 with Retry-After: the submitter's window ends then."""
+    assert isinstance(exc, RateLimitedError)
+    return JSONResponse(
+        {"detail": f"Too many submissions from this client; retry in {exc.retry_after_s} s."},
+        status_code=429,
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
 async def invalid_request(request: Request, exc: Exception) -> Response:
     """422 with where and what is wrong in each error. The input is left out: it may be large,
     or not even valid JSON (NaN and Infinity are accepted by the parser, not by JSON)."""
@@ -47,5 +58,6 @@ Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 EXCEPTION_HANDLERS: dict[int | type[Exception], Handler] = {
     **dict.fromkeys(UNAVAILABLE_ERRORS, server_unavailable),
     QueueFullError: queue_full,
+    RateLimitedError: rate_limited,
     RequestValidationError: invalid_request,
 }

@@ -13,10 +13,12 @@ from fastapi import (
     Depends,
     HTTPException,
     Query,
+    Request,
     WebSocket,
     WebSocketDisconnect,
     status,
 )
+from fastapi.requests import HTTPConnection
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketState
 
@@ -24,15 +26,7 @@ from ..access import READ
 from ..infrastructure.events import TaskEvent
 from ..infrastructure.redis import UNAVAILABLE_ERRORS
 from ..services.tasks import TaskNotFoundError, TaskService
-from .auth import (
-    Access,
-    AccessDep,
-    authenticate,
-    bearer_key,
-    check_visible,
-    forbidden,
-    unauthorized,
-)
+from .auth import access_of, bearer_credential, check_visible, forbidden, unauthorized
 from .deps import TaskServiceDep
 from .tasks import FORBIDDEN, TASK_ID_PATTERN, UNAUTHORIZED, TaskId, problem
 
@@ -50,27 +44,23 @@ FollowToken = Annotated[
 WS_CLOSE_TRY_AGAIN = 1013
 
 
-async def may_follow(access: Access, key: str | None, token: str | None, task_id: str) -> None:
-    """A follow token for this task, or an API key with tasks:read and sight of the task."""
+async def may_follow(connection: HTTPConnection, token: str | None, task_id: str) -> None:
+    """A follow token for this task, or a credential with tasks:read and sight of the task."""
+    access = access_of(connection)
     if token is not None:
-        if not access.token_allows(token, task_id):
+        if not access.follow_tokens.allows(token, task_id):
             raise unauthorized("This link's token is for another task, or has expired.")
         return
-    principal = await authenticate(access, key)
+    principal = await access.authenticate(bearer_credential(connection))
     if not principal.can(READ):
         raise forbidden(READ)
     check_visible(principal, task_id)
 
 
-async def follower(
-    task_id: str,
-    access: AccessDep,
-    key: Annotated[str | None, Depends(bearer_key)],
-    token: FollowToken = None,
-) -> None:
+async def follower(task_id: str, request: Request, token: FollowToken = None) -> None:
     """`may_follow` as a dependency: the credential is checked before anything else."""
     try:
-        await may_follow(access, key, token, task_id)
+        await may_follow(request, token, task_id)
     except TaskNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
@@ -124,12 +114,7 @@ async def server_sent_events(tasks: TaskService, task_id: str) -> AsyncIterator[
 
 @router.websocket("/{task_id}/ws")
 async def task_events_ws(
-    websocket: WebSocket,
-    task_id: str,
-    tasks: TaskServiceDep,
-    access: AccessDep,
-    key: Annotated[str | None, Depends(bearer_key)],
-    token: FollowToken = None,
+    websocket: WebSocket, task_id: str, tasks: TaskServiceDep, token: FollowToken = None
 ) -> None:
     """The same events as JSON text messages; the same credentials as the SSE route. Closes
     with 1000 after the terminal event, 4401 without a valid credential, 4403 without
@@ -138,7 +123,7 @@ async def task_events_ws(
     try:
         if not re.fullmatch(TASK_ID_PATTERN, task_id):
             raise TaskNotFoundError(task_id)
-        await may_follow(access, key, token, task_id)
+        await may_follow(websocket, token, task_id)
         await tasks.state(task_id)
         async with anyio.create_task_group() as group:
             group.start_soon(close_on_disconnect, websocket, group.cancel_scope)

@@ -5,7 +5,7 @@ from fastapi import APIRouter, HTTPException, Response, UploadFile, status
 from ..infrastructure.media import NotAnImageError, TooManyPixelsError
 from ..services.media import MediaService, UploadTooLargeError
 from ..services.tasks import MissingScopeError
-from .auth import AccessDep, Authenticated, forbidden
+from .auth import Authenticated, forbidden
 from .deps import SettingsDep, TaskServiceDep
 from .tasks import UNAUTHORIZED, TaskAccepted, problem
 
@@ -27,6 +27,7 @@ class MediaAccepted(TaskAccepted):
         **problem(403, "The API key lacks tasks:submit (or tasks:submit:process_media)"),
         **problem(413, "The file, or its pixel count, is too large"),
         **problem(415, "Not a JPEG, PNG or WebP image"),
+        **problem(429, "Past your submission rate (TASK_SUBMIT_RATE_LIMIT); see Retry-After"),
         **problem(503, "The queue is unreachable, or full (TASK_MAX_QUEUE_DEPTH); retry later"),
     },
 )
@@ -35,7 +36,6 @@ async def upload_media(
     tasks: TaskServiceDep,
     settings: SettingsDep,
     principal: Authenticated,
-    access: AccessDep,
     response: Response,
 ) -> MediaAccepted:
     """Store an image (multipart field `file`) and queue `process_media` for it: a 300x300
@@ -49,7 +49,7 @@ async def upload_media(
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
     except NotAnImageError as exc:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc)) from exc
-    accepted = TaskAccepted.of(upload.task_id, "queued", access.follow_token(upload.task_id))
+    accepted = TaskAccepted.of(upload.task)
     response.headers["Location"] = accepted.status_url
     return MediaAccepted(
         **accepted.model_dump(),

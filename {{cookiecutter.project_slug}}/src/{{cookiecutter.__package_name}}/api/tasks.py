@@ -14,11 +14,12 @@ from ..services.tasks import (
     InvalidTaskArgsError,
     MissingScopeError,
     NotDeadLetteredError,
+    Submitted,
     TaskFinishedError,
     TaskNotFoundError,
     UnknownTaskError,
 )
-from .auth import AccessDep, Authenticated, check_visible, forbidden, require
+from .auth import Authenticated, check_visible, forbidden, require
 from .deps import TaskServiceDep
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -54,11 +55,12 @@ class TaskAccepted(BaseModel):
     ws_url: str = Field(description="The WebSocket's path; its token allows this task only")
 
     @classmethod
-    def of(cls, task_id: str, status: Literal["queued", "deferred"], token: str) -> "TaskAccepted":
-        url = status_url(task_id)
+    def of(cls, submitted: Submitted) -> "TaskAccepted":
+        url = status_url(submitted.task_id)
+        token = submitted.follow_token
         return cls(
-            task_id=task_id,
-            status=status,
+            task_id=submitted.task_id,
+            status=submitted.status,
             status_url=url,
             events_url=f"{url}/events?token={token}",
             ws_url=f"{url}/ws?token={token}",
@@ -120,6 +122,7 @@ NOT_FOUND = problem(404, "No task with this id (another principal's tasks includ
         **problem(409, "You already have a task with this task_id"),
         **problem(413, "The request body is too large"),
         **problem(422, "Unknown task, or arguments its model refuses"),
+        **problem(429, "Past your submission rate (TASK_SUBMIT_RATE_LIMIT); see Retry-After"),
         **problem(503, "The queue is unreachable, or full (TASK_MAX_QUEUE_DEPTH); retry later"),
     },
 )
@@ -127,7 +130,6 @@ async def submit_task(
     submission: TaskSubmission,
     tasks: TaskServiceDep,
     principal: Authenticated,
-    access: AccessDep,
     response: Response,
 ) -> TaskAccepted:
     """Queue a task; answers at once with where to follow it."""
@@ -150,9 +152,7 @@ async def submit_task(
         raise HTTPException(UNPROCESSABLE, str(exc)) from exc
     except DuplicateTaskError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    accepted = TaskAccepted.of(
-        submitted.task_id, submitted.status, access.follow_token(submitted.task_id)
-    )
+    accepted = TaskAccepted.of(submitted)
     response.headers["Location"] = accepted.status_url
     return accepted
 
@@ -218,15 +218,13 @@ async def list_failed_tasks(
         **problem(404, "Not among the tasks that failed for good"),
     },
 )
-async def retry_task(
-    task_id: TaskId, tasks: TaskServiceDep, access: AccessDep, response: Response
-) -> TaskAccepted:
+async def retry_task(task_id: TaskId, tasks: TaskServiceDep, response: Response) -> TaskAccepted:
     """Enqueue a dead-lettered task again, under the same id and with the same arguments.
     Operators only."""
     try:
-        await tasks.retry(task_id)
+        submitted = await tasks.retry(task_id)
     except NotDeadLetteredError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    accepted = TaskAccepted.of(task_id, "queued", access.follow_token(task_id))
+    accepted = TaskAccepted.of(submitted)
     response.headers["Location"] = accepted.status_url
     return accepted

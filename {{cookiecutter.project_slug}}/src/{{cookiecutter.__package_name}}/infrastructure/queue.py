@@ -6,8 +6,9 @@ uses `TaskQueue`, `TaskState` and `report_progress`, so arq could be replaced he
 """
 
 import asyncio
+import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import uuid4
@@ -34,14 +35,28 @@ from .task_state import PROGRESS_KEY_PREFIX, TaskState, publish_event, read_task
 
 # Workers listen here to start a task as soon as it is enqueued, instead of polling for it.
 WAKE_CHANNEL_PREFIX = "task:wake:"
+# Submission counts of each submitter's current window (see SubmissionRate).
+RATE_KEY_PREFIX = "task:rate:"
 HEALTH_CHECK_SUFFIX = ":health-check"
 CLAIM_MS = 5_000
 
 
 # Enqueue as arq does (the job, then its id on the queue, unless the id is taken by a job or a
-# result), and wake the workers of the queue, atomically. With a maximum depth (ARGV[6] > 0),
-# a queue that already holds that many tasks takes no more.
+# result), and wake the workers of the queue, atomically. With a rate (ARGV[7] > 0), KEYS[4]
+# counts the submissions of a window of ARGV[8] ms, from the first: past ARGV[7] of them, the
+# answer is -2 and the window's remaining ms. With a maximum depth (ARGV[6] > 0), a queue that
+# already holds that many tasks takes no more.
 ENQUEUE_SCRIPT = """
+local rate = tonumber(ARGV[7])
+if rate > 0 then
+    local count = redis.call('INCR', KEYS[4])
+    if count == 1 then
+        redis.call('PEXPIRE', KEYS[4], ARGV[8])
+    end
+    if count > rate then
+        return {-2, redis.call('PTTL', KEYS[4])}
+    end
+end
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
     return 0
 end
@@ -58,6 +73,23 @@ return 1
 
 class NonRetryableError(Exception):
     """Raise from a task to fail it at once: retrying cannot help (bad input, a broken file)."""
+
+
+@dataclass(frozen=True)
+class SubmissionRate:
+    """At most `limit` submissions per `window_s` for `submitter`."""
+
+    submitter: str
+    limit: int
+    window_s: float
+
+
+class RateLimitedError(Exception):
+    """A submitter went past its SubmissionRate; its window ends in `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"Too many submissions; retry in {retry_after_s} s.")
+        self.retry_after_s = retry_after_s
 
 
 class QueueFullError(Exception):
@@ -108,6 +140,7 @@ class TaskQueue:
         _expires: float | timedelta | None = None,
         _job_try: int | None = None,
         _max_depth: int | None = None,
+        _rate: SubmissionRate | None = None,
         **kwargs: Any,
     ) -> str | None:
         """Enqueue `name(ctx, *args, **kwargs)` as arq's `enqueue_job` would, with its options
@@ -115,7 +148,8 @@ class TaskQueue:
         wake the queue's workers, all in one round trip (arq takes three, and no wake-up).
         Returns the task id, or None when `_job_id` is taken: by a task still queued or
         running, or by a result still kept. With `_max_depth`, raises QueueFullError when the
-        queue already holds that many tasks (waiting, deferred or running)."""
+        queue already holds that many tasks (waiting, deferred or running); with `_rate`,
+        RateLimitedError past it."""
         if _defer_until is not None and _defer_by is not None:
             raise ValueError("Pass _defer_until or _defer_by, not both.")
         queue = _queue_name or self.queues[0]
@@ -131,11 +165,28 @@ class TaskQueue:
         except SerializationError as exc:
             raise TypeError(f"Cannot enqueue {name}: {exc.__cause__}") from exc
         max_depth = _max_depth or 0  # 0: no limit
+        rate = _rate or SubmissionRate("", 0, 0)  # 0: no limit
         added = await self._enqueue_script(
-            keys=[job_key_prefix + task_id, result_key_prefix + task_id, queue],
-            args=[payload, max(1, expires_ms), score, task_id, wake_channel(queue), max_depth],
+            keys=[
+                job_key_prefix + task_id,
+                result_key_prefix + task_id,
+                queue,
+                RATE_KEY_PREFIX + rate.submitter,
+            ],
+            args=[
+                payload,
+                max(1, expires_ms),
+                score,
+                task_id,
+                wake_channel(queue),
+                max_depth,
+                rate.limit,
+                max(1, round(rate.window_s * 1000)),
+            ],
             client=self.pool,
         )
+        if isinstance(added, list):
+            raise RateLimitedError(max(1, math.ceil(added[1] / 1000)))
         if added == -1:
             raise QueueFullError(queue, max_depth)
         return task_id if added else None

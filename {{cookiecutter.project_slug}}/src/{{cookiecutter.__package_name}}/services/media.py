@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..access import Principal
 from ..infrastructure.media import MediaStore, identify
 from ..settings import Settings
-from .tasks import TaskService
+from .tasks import Submitted, TaskService
 
 
 class UploadTooLargeError(ValueError):
@@ -18,7 +18,7 @@ class UploadTooLargeError(ValueError):
 @dataclass(frozen=True)
 class Upload:
     media_id: str
-    task_id: str
+    task: Submitted
     format: str
     width: int
     height: int
@@ -48,4 +48,4 @@ class MediaService:
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, store.root / media_id)
             raise
-        return Upload(media_id, submitted.task_id, fmt, width, height)
+        return Upload(media_id, submitted, fmt, width, height)

@@ -8,10 +8,10 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from ..access import SUBMIT, SUBMIT_ONE_PREFIX, Principal
+from ..access import SUBMIT, SUBMIT_ONE_PREFIX, FollowTokens, Principal
 from ..infrastructure.dead_letters import DeadLetter
 from ..infrastructure.events import TaskEvent, TaskEventHub
-from ..infrastructure.queue import TaskQueue
+from ..infrastructure.queue import SubmissionRate, TaskQueue
 from ..infrastructure.serialization import deserialize
 from ..infrastructure.task_state import FINISHED, TaskState
 from ..settings import Settings
@@ -68,15 +68,23 @@ class NotDeadLetteredError(LookupError):
 class Submitted:
     task_id: str
     status: Literal["queued", "deferred"]
+    follow_token: str  # lets whoever holds it follow this task's events for a while
 
 
 class TaskService:
     """The allow-list and its argument models stand between clients and the queue."""
 
-    def __init__(self, queue: TaskQueue, events: TaskEventHub, settings: Settings) -> None:
+    def __init__(
+        self,
+        queue: TaskQueue,
+        events: TaskEventHub,
+        settings: Settings,
+        follow_tokens: FollowTokens,
+    ) -> None:
         self._queue = queue
         self._events = events
         self._settings = settings
+        self._follow_tokens = follow_tokens
 
     async def submit(
         self,
@@ -114,12 +122,17 @@ class TaskService:
             "_queue_name": queue,
             "_max_depth": settings.task_max_queue_depth,
         }
+        if settings.task_submit_rate_limit:
+            options["_rate"] = SubmissionRate(
+                principal.tag, settings.task_submit_rate_limit, settings.task_submit_rate_window_s
+            )
         if defer_by_s:
             options["_defer_by"] = defer_by_s
         new_id = await self._queue.enqueue(name, **arguments, **options)
         if new_id is None:
             raise DuplicateTaskError(task_id or "")
-        return Submitted(task_id=new_id, status="deferred" if defer_by_s else "queued")
+        status: Literal["queued", "deferred"] = "deferred" if defer_by_s else "queued"
+        return Submitted(new_id, status, self._follow_tokens.sign(new_id))
 
     async def state(self, task_id: str) -> TaskState:
         state = await self._queue.state(task_id)
@@ -137,10 +150,11 @@ class TaskService:
     async def dead_letters(self, *, limit: int, offset: int) -> list[DeadLetter]:
         return await self._queue.dead_letters(limit=limit, offset=offset)
 
-    async def retry(self, task_id: str) -> None:
+    async def retry(self, task_id: str) -> Submitted:
         """Enqueue a task that failed for good again, under its id."""
         if not await self._queue.retry(task_id):
             raise NotDeadLetteredError(task_id)
+        return Submitted(task_id, "queued", self._follow_tokens.sign(task_id))
 
     async def follow(self, task_id: str) -> AsyncGenerator[TaskEvent | None]:
         """The task's events, ending with its terminal one: its current state first, then
