@@ -41,6 +41,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/devtools",
             "src/{pkg}/infrastructure/cache.py",
             "src/{pkg}/infrastructure/dead_letters.py",
+            "src/{pkg}/infrastructure/enqueue_script.py",
             "src/{pkg}/infrastructure/events.py",
             "src/{pkg}/infrastructure/oidc.py",
             "src/{pkg}/infrastructure/queue.py",

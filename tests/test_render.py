@@ -69,6 +69,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/devtools/dev.py",
             "src/{pkg}/devtools/embedded_redis.py",
             "src/{pkg}/infrastructure/dead_letters.py",
+            "src/{pkg}/infrastructure/enqueue_script.py",
             "src/{pkg}/infrastructure/events.py",
             "src/{pkg}/infrastructure/oidc.py",
             "src/{pkg}/infrastructure/queue.py",

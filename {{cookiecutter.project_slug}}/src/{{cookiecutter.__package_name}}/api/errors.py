@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..infrastructure.queue import QueueFullError, RateLimitedError
+from ..infrastructure.enqueue_script import QueueFullError, RateLimitedError
 from ..infrastructure.redis import UNAVAILABLE_ERRORS
 
 RETRY_AFTER_S = 5

@@ -8,7 +8,7 @@ uses `TaskQueue`, `TaskState` and `report_progress`, so arq could be replaced he
 import asyncio
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import uuid4
@@ -27,76 +27,27 @@ from redis.exceptions import WatchError
 
 from ..settings import Settings, get_settings
 from .dead_letters import DeadLetter, DeadLetterStore
+from .enqueue_script import (
+    ENQUEUE_SCRIPT,
+    RATE_KEY_PREFIX,
+    QueueFullError,
+    RateLimitedError,
+    SubmissionRate,
+)
 from .events import events_channel, task_event
 from .redis import close_redis, create_redis
 from .serialization import deserialize, serialize
-from .task_metrics import TaskMetrics, TaskMetricsStore, TryOutcome
+from .task_metrics import TaskMetrics, TaskMetricsStore
 from .task_state import PROGRESS_KEY_PREFIX, TaskState, publish_event, read_task_state
 
 # Workers listen here to start a task as soon as it is enqueued, instead of polling for it.
 WAKE_CHANNEL_PREFIX = "task:wake:"
-# Submission counts of each submitter's current window (see SubmissionRate).
-RATE_KEY_PREFIX = "task:rate:"
 HEALTH_CHECK_SUFFIX = ":health-check"
 CLAIM_MS = 5_000
 
 
-# Enqueue as arq does (the job, then its id on the queue, unless the id is taken by a job or a
-# result), and wake the workers of the queue, atomically. With a rate (ARGV[7] > 0), KEYS[4]
-# counts the submissions of a window of ARGV[8] ms, from the first: past ARGV[7] of them, the
-# answer is -2 and the window's remaining ms. With a maximum depth (ARGV[6] > 0), a queue that
-# already holds that many tasks takes no more.
-ENQUEUE_SCRIPT = """
-local rate = tonumber(ARGV[7])
-if rate > 0 then
-    local count = redis.call('INCR', KEYS[4])
-    if count == 1 then
-        redis.call('PEXPIRE', KEYS[4], ARGV[8])
-    end
-    if count > rate then
-        return {-2, redis.call('PTTL', KEYS[4])}
-    end
-end
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
-    return 0
-end
-local max_depth = tonumber(ARGV[6])
-if max_depth > 0 and redis.call('ZCARD', KEYS[3]) >= max_depth then
-    return -1
-end
-redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('PUBLISH', ARGV[5], '')
-return 1
-"""
-
-
 class NonRetryableError(Exception):
     """Raise from a task to fail it at once: retrying cannot help (bad input, a broken file)."""
-
-
-@dataclass(frozen=True)
-class SubmissionRate:
-    """At most `limit` submissions per `window_s` for `submitter`."""
-
-    submitter: str
-    limit: int
-    window_s: float
-
-
-class RateLimitedError(Exception):
-    """A submitter went past its SubmissionRate; its window ends in `retry_after_s`."""
-
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"Too many submissions; retry in {retry_after_s} s.")
-        self.retry_after_s = retry_after_s
-
-
-class QueueFullError(Exception):
-    """The queue already holds the most tasks the caller allowed (`_max_depth`)."""
-
-    def __init__(self, queue: str, max_depth: int) -> None:
-        super().__init__(f"The queue {queue!r} already holds {max_depth} tasks.")
 
 
 def queue_redis_settings(settings: Settings) -> RedisSettings:
@@ -336,32 +287,6 @@ async def report_progress(
         pipe.set(PROGRESS_KEY_PREFIX + task_id, payload, ex=ttl_s)
         pipe.publish(events_channel(task_id), payload)
         await pipe.execute()
-
-
-async def task_ended(ctx: dict[str, Any], outcome: TryOutcome | None) -> None:
-    """A try ended and arq has stored its outcome: count it, dead-letter a task that failed
-    for good, and tell followers what the task is now (finished, or waiting for its next try).
-    A completed try takes one round trip: its event is built from what the worker knows."""
-    tasks: TaskQueue = ctx["tasks"]
-    task_id: str = ctx["job_id"]
-    complete = outcome is not None and outcome.outcome == "complete"
-    if outcome is not None:
-        channel, payload = "", b""
-        if complete:
-            data = {"result": ctx["task_result"], "error": None, "tries": ctx["job_try"]}
-            event = task_event(task_id, "complete", ctx.get("progress"), "complete", data)
-            channel, payload = events_channel(task_id), serialize(event)
-        await tasks.metrics_store.count_try(outcome, channel, payload)
-    if complete:
-        return
-    state = await tasks.state(task_id)
-    if state is not None and state.status == "failed":
-        await tasks.dead_letter(state.task_id, ctx.get("failure_traceback"))
-    if state is not None:
-        event = state.as_event()
-        if not state.finished:
-            event["event"] = "retrying"
-        await publish_event(tasks.pool, event)
 
 
 _process_queue: TaskQueue | None = None

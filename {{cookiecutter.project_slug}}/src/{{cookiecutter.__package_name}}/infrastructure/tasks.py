@@ -33,16 +33,12 @@ from arq.worker import Function, func
 from ..settings import Settings, get_settings
 from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
 from .cache import Cache
-from .queue import (
-    NonRetryableError,
-    TaskQueue,
-    open_queue_pool,
-    queue_redis_settings,
-    task_ended,
-)
+from .events import events_channel, task_event
+from .queue import NonRetryableError, TaskQueue, open_queue_pool, queue_redis_settings
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
 from .serialization import deserialize, serialize
 from .task_metrics import TryOutcome
+from .task_state import publish_event
 from .worker_loop import RUN_BY_OUR_WORKER, Worker
 
 logger = logging.getLogger(__name__)
@@ -117,6 +113,32 @@ def traceback_summary(limit: int = 4_000) -> str:
     """The exception being handled, formatted, its last `limit` characters (the innermost
     frames): enough to see where a task failed, small enough to keep."""
     return traceback.format_exc()[-limit:]
+
+
+async def task_ended(ctx: dict[str, Any], outcome: TryOutcome | None) -> None:
+    """A try ended and arq has stored its outcome: count it, dead-letter a task that failed
+    for good, and tell followers what the task is now (finished, or waiting for its next try).
+    A completed try takes one round trip: its event is built from what the worker knows."""
+    tasks: TaskQueue = ctx["tasks"]
+    task_id: str = ctx["job_id"]
+    complete = outcome is not None and outcome.outcome == "complete"
+    if outcome is not None:
+        channel, payload = "", b""
+        if complete:
+            data = {"result": ctx["task_result"], "error": None, "tries": ctx["job_try"]}
+            event = task_event(task_id, "complete", ctx.get("progress"), "complete", data)
+            channel, payload = events_channel(task_id), serialize(event)
+        await tasks.metrics_store.count_try(outcome, channel, payload)
+    if complete:
+        return
+    state = await tasks.state(task_id)
+    if state is not None and state.status == "failed":
+        await tasks.dead_letter(state.task_id, ctx.get("failure_traceback"))
+    if state is not None:
+        event = state.as_event()
+        if not state.finished:
+            event["event"] = "retrying"
+        await publish_event(tasks.pool, event)
 
 
 async def job_ended(ctx: dict[str, Any]) -> None:

@@ -10,8 +10,9 @@ from pydantic_core import ErrorDetails
 
 from ..access import SUBMIT, SUBMIT_ONE_PREFIX, FollowTokens, Principal
 from ..infrastructure.dead_letters import DeadLetter
+from ..infrastructure.enqueue_script import SubmissionRate
 from ..infrastructure.events import TaskEvent, TaskEventHub
-from ..infrastructure.queue import SubmissionRate, TaskQueue
+from ..infrastructure.queue import TaskQueue
 from ..infrastructure.serialization import deserialize
 from ..infrastructure.task_state import FINISHED, TaskState
 from ..settings import Settings
