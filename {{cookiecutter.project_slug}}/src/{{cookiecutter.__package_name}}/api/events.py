@@ -42,6 +42,8 @@ FollowToken = Annotated[
     str | None, Query(max_length=200, description="The token of events_url or ws_url")
 ]
 WS_CLOSE_TRY_AGAIN = 1013
+WS_CLOSE_NORMAL = 1000
+QUEUE_UNREACHABLE = "The task queue is unreachable; retry shortly."
 
 
 async def may_follow(connection: HTTPConnection, token: str | None, task_id: str) -> None:
@@ -125,23 +127,40 @@ async def task_events_ws(
             raise TaskNotFoundError(task_id)
         await may_follow(websocket, token, task_id)
         await tasks.state(task_id)
-        async with anyio.create_task_group() as group:
-            group.start_soon(close_on_disconnect, websocket, group.cancel_scope)
-            async with aclosing(tasks.follow(task_id)) as events:
-                async for event in events:
-                    if event is not None:
-                        await websocket.send_text(encode(event))
-            group.cancel_scope.cancel()
-        if websocket.client_state is WebSocketState.CONNECTED:
-            await websocket.close()
     except WebSocketDisconnect:
         return
     except HTTPException as exc:
         await websocket.close(WS_CLOSE_HTTP_OFFSET + exc.status_code, str(exc.detail))
+        return
     except TaskNotFoundError as exc:
         await websocket.close(WS_CLOSE_NOT_FOUND, str(exc))
+        return
     except UNAVAILABLE_ERRORS:
-        await websocket.close(WS_CLOSE_TRY_AGAIN, "The task queue is unreachable; retry shortly.")
+        await websocket.close(WS_CLOSE_TRY_AGAIN, QUEUE_UNREACHABLE)
+        return
+    closing: tuple[int, str] | None = None  # stays None when the client leaves first
+    async with anyio.create_task_group() as group:
+        group.start_soon(close_on_disconnect, websocket, group.cancel_scope)
+        closing = await relay(websocket, tasks, task_id)
+        group.cancel_scope.cancel()
+    if closing is not None and websocket.client_state is WebSocketState.CONNECTED:
+        await websocket.close(*closing)
+
+
+async def relay(websocket: WebSocket, tasks: TaskService, task_id: str) -> tuple[int, str] | None:
+    """Send the task's events; then the close code and reason, or None when the client left
+    while an event was on its way. Errors end here, not in the task group, where they would
+    come out wrapped in an ExceptionGroup."""
+    try:
+        async with aclosing(tasks.follow(task_id)) as events:
+            async for event in events:
+                if event is not None:
+                    await websocket.send_text(encode(event))
+    except WebSocketDisconnect:
+        return None
+    except UNAVAILABLE_ERRORS:
+        return WS_CLOSE_TRY_AGAIN, QUEUE_UNREACHABLE
+    return WS_CLOSE_NORMAL, ""
 
 
 async def close_on_disconnect(websocket: WebSocket, scope: anyio.CancelScope) -> None:

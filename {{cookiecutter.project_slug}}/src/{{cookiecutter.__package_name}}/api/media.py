@@ -1,13 +1,13 @@
 """The media example over HTTP: upload an image, get a task that processes it."""
 
-from fastapi import APIRouter, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, HTTPException, Request, Response, UploadFile, status
 
 from ..infrastructure.media import NotAnImageError, TooManyPixelsError
 from ..services.media import MediaService, UploadTooLargeError
 from ..services.tasks import MissingScopeError
 from .auth import Authenticated, forbidden
 from .deps import SettingsDep, TaskServiceDep
-from .tasks import UNAUTHORIZED, TaskAccepted, problem
+from .tasks import UNAUTHORIZED, UNPROCESSABLE, TaskAccepted, problem
 
 router = APIRouter(prefix="/api/v1/media", tags=["media"])
 
@@ -27,12 +27,14 @@ class MediaAccepted(TaskAccepted):
         **problem(403, "The API key lacks tasks:submit (or tasks:submit:process_media)"),
         **problem(413, "The file, or its pixel count, is too large"),
         **problem(415, "Not a JPEG, PNG or WebP image"),
+        **problem(422, "No file part `file`, or more than one"),
         **problem(429, "Past your submission rate (TASK_SUBMIT_RATE_LIMIT); see Retry-After"),
         **problem(503, "The queue is unreachable, or full (TASK_MAX_QUEUE_DEPTH); retry later"),
     },
 )
 async def upload_media(
     file: UploadFile,
+    request: Request,
     tasks: TaskServiceDep,
     settings: SettingsDep,
     principal: Authenticated,
@@ -40,6 +42,8 @@ async def upload_media(
 ) -> MediaAccepted:
     """Store an image (multipart field `file`) and queue `process_media` for it: a 300x300
     thumbnail and an optimized copy. Answers at once; follow the task at `status_url`."""
+    if len((await request.form()).getlist("file")) > 1:  # the form FastAPI has already read
+        raise HTTPException(UNPROCESSABLE, "Send one file per upload, in the field `file`.")
     data = await file.read(settings.media_max_upload_bytes + 1)
     try:
         upload = await MediaService(tasks, settings).upload(principal, data)
