@@ -27,9 +27,10 @@ from .test_events import DEADLINE_S, wait_until_live
 
 FOLLOWERS = 1_000  # of each kind
 AT_ONCE = 100
+KINDS = ("sse", "ws")
 TASKS = 3
-# Longer than the churn lasts (they are aborted after), with an event every 0.3 s.
-LONG_TASK = {"name": "example_task", "args": {"message": "churn", "steps": 100, "delay_s": 0.3}}
+# Longer than the churn lasts (they are aborted after), with an event every 0.4 s.
+LONG_TASK = {"name": "example_task", "args": {"message": "churn", "steps": 100, "delay_s": 0.4}}
 SHORT_TASK: dict[str, Any] = {
     "name": "example_task",
     "args": {"message": "late", "steps": 10, "delay_s": 0.05},
@@ -137,14 +138,17 @@ async def test_thousands_of_followers_come_and_go_and_the_process_stops_cleanly(
             await asyncio.gather(*(one(index, "sse") for index in range(AT_ONCE)))
             start_mib = rss_mib(process.pid)
             seen = await asyncio.gather(
-                *(one(index, kind) for index in range(FOLLOWERS) for kind in ("sse", "ws"))
+                *(one(index, kind) for index in range(FOLLOWERS) for kind in KINDS)
             )
-            first_mib = rss_mib(process.pid)
-            # Again, half as many: memory that grows with followers that left would show.
-            await asyncio.gather(
-                *(one(index, kind) for index in range(FOLLOWERS // 2) for kind in ("sse", "ws"))
-            )
-            again_mib = rss_mib(process.pid)
+            waves_mib = [rss_mib(process.pid)]
+            # Again, three times half as many: the allocator keeps what the first wave needed
+            # and reuses it (how soon depends on the Python version); memory that kept
+            # growing wave after wave would be held for followers that left.
+            for _ in range(3):
+                await asyncio.gather(
+                    *(one(index, kind) for index in range(FOLLOWERS // 2) for kind in KINDS)
+                )
+                waves_mib.append(rss_mib(process.pid))
             # A task submitted now is followed live from its state to its end.
             late = await submit(SHORT_TASK)
             workers.append(asyncio.create_task(make_worker().main()))
@@ -155,9 +159,10 @@ async def test_thousands_of_followers_come_and_go_and_the_process_stops_cleanly(
         await asyncio.gather(*workers)
     end_mib = rss_mib(process.pid)
     print(
-        f"\nAPI process RSS: {start_mib:.1f} MiB after warm-up; {first_mib:.1f} MiB after "
-        f"{FOLLOWERS:,} SSE and {FOLLOWERS:,} WebSocket followers came and went; "
-        f"{again_mib:.1f} MiB after half as many again; {end_mib:.1f} MiB at the end"
+        f"\nAPI process RSS: {start_mib:.1f} MiB after warm-up; {waves_mib[0]:.1f} MiB after "
+        f"{FOLLOWERS:,} SSE and {FOLLOWERS:,} WebSocket followers came and went; then, after "
+        f"three waves of half as many, {', '.join(f'{mib:.1f}' for mib in waves_mib[1:])} MiB; "
+        f"{end_mib:.1f} MiB at the end"
     )
     assert all(events for events in seen)
     live = [events for events in seen if any(event["event"] == "progress" for event in events)]
@@ -175,5 +180,7 @@ async def test_thousands_of_followers_come_and_go_and_the_process_stops_cleanly(
     assert "Application shutdown complete." in log
     assert "Traceback" not in log
     assert "ERROR" not in log
-    # The allocator keeps what the first wave needed (about 10 MiB here), and reuses it.
-    assert again_mib - first_mib < 4, "the API process kept memory for followers that left"
+    # Python 3.11 and 3.12 reuse what the first wave took (under 2 MiB more over the three
+    # waves); 3.13 still grows then, by about 3.5 KiB per follower. A leak of a follower's
+    # queue or stream (5 KiB or more each, 3,000 followers) goes past this bound.
+    assert waves_mib[-1] - waves_mib[0] < 15, "the API process keeps memory for followers gone"
