@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
 from {{ cookiecutter.__package_name }}.infrastructure.events import (
     TaskEventHub,
     events_channel,
@@ -207,26 +208,29 @@ async def test_unknown_tasks_get_404_and_close_code_4404(settings: Settings, red
             assert (events, close_code) == ([], 4404)
 
 
+def start_api(
+    redis_url: str, log: Path, *, log_level: str = "warning"
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """An API process under uvicorn, as deployed, on a free port of 127.0.0.1, writing its
+    output to `log`; returns its host:port (not yet live) and the process."""
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "API_KEYS": TEST_API_KEY.entry}
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory",
+        "{{ cookiecutter.__package_name }}.main:create_app", "--host", "127.0.0.1",
+        "--port", str(port), "--log-level", log_level, "--no-access-log",
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=env, cwd=log.parent, stdout=out, stderr=out)
+    return f"127.0.0.1:{port}", process
+
+
 @pytest.fixture
 def api_processes(redis_url: str, tmp_path: Path) -> Iterator[list[str]]:
     """Two API processes under uvicorn, as deployed: separate processes sharing only Redis."""
-    env = {**os.environ, "REDIS_URL": redis_url, "API_KEYS": TEST_API_KEY.entry}
-    processes: list[subprocess.Popen[bytes]] = []
-    addresses: list[str] = []
-    for index in range(2):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        with (tmp_path / f"api-{index}.log").open("ab") as log:
-            command = [
-                sys.executable, "-m", "uvicorn", "--factory",
-                "{{ cookiecutter.__package_name }}.main:create_app",
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            ]  # fmt: skip
-            processes.append(
-                subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)
-            )
-        addresses.append(f"127.0.0.1:{port}")
+    started = [start_api(redis_url, tmp_path / f"api-{index}.log") for index in range(2)]
+    addresses = [address for address, _ in started]
+    processes = [process for _, process in started]
     try:
         for address in addresses:
             wait_until_live(address)

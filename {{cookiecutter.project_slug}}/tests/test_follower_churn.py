@@ -4,11 +4,8 @@ event hub lets go of every channel, and the process stops cleanly; its memory is
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +19,8 @@ from websockets.exceptions import ConnectionClosedOK
 
 from {{ cookiecutter.__package_name }}.infrastructure.events import EVENTS_CHANNEL_PREFIX
 
-from .support import TEST_API_KEY, TEST_KEY, bearer
-from .test_events import DEADLINE_S, wait_until_live
+from .support import TEST_KEY, bearer
+from .test_events import DEADLINE_S, start_api, wait_until_live
 
 FOLLOWERS = 1_000  # of each kind
 AT_ONCE = 100
@@ -40,21 +37,12 @@ Event = dict[str, Any]
 
 @pytest.fixture
 def api_process(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """One API process under uvicorn, logging to a file; yields its address and process."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "REDIS_URL": redis_url, "API_KEYS": TEST_API_KEY.entry}
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory",
-        "{{ cookiecutter.__package_name }}.main:create_app",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "info", "--no-access-log",
-    ]  # fmt: skip
-    with (tmp_path / "api.log").open("wb") as log:
-        process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)
+    """One API process under uvicorn, logging at INFO to api.log; yields its address and
+    process."""
+    address, process = start_api(redis_url, tmp_path / "api.log", log_level="info")
     try:
-        wait_until_live(f"127.0.0.1:{port}")
-        yield f"127.0.0.1:{port}", process
+        wait_until_live(address)
+        yield address, process
     finally:
         if process.poll() is None:
             process.kill()

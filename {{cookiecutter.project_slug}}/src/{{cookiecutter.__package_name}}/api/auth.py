@@ -34,7 +34,7 @@ def check_access_settings(settings: Settings) -> None:
             f"AUTH_DISABLED=true is honoured only with ENVIRONMENT=development (it is "
             f"{settings.environment}): remove it and give clients API keys."
         )
-    if settings.environment == "production" and not settings.auth_disabled:
+    if settings.environment == "production":
         can_authenticate = settings.api_keys or settings.auth_jwks_url
         missing = [] if can_authenticate else ["API_KEYS (or AUTH_JWT_*)"]
         if settings.follow_token_secret is None:

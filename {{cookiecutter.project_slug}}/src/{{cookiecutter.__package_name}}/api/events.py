@@ -38,12 +38,12 @@ SSE_RETRY_MS = 3_000
 # Close codes 4000 + the HTTP status the same refusal gets over HTTP: 4401, 4403, 4404.
 WS_CLOSE_HTTP_OFFSET = 4000
 WS_CLOSE_NOT_FOUND = WS_CLOSE_HTTP_OFFSET + 404
-FollowToken = Annotated[
-    str | None, Query(max_length=200, description="The token of events_url or ws_url")
-]
 WS_CLOSE_TRY_AGAIN = 1013
 WS_CLOSE_NORMAL = 1000
 QUEUE_UNREACHABLE = "The task queue is unreachable; retry shortly."
+FollowToken = Annotated[
+    str | None, Query(max_length=200, description="The token of events_url or ws_url")
+]
 
 
 async def may_follow(connection: HTTPConnection, token: str | None, task_id: str) -> None:
