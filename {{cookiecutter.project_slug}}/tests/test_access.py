@@ -210,6 +210,16 @@ async def first_close(url: str, headers: dict[str, str]) -> tuple[dict[str, Any]
         return message, 1000
 
 
+@pytest.mark.parametrize(
+    "token", ["", ".", "not-a-token", "\u00b9.mac", "4102444800.\u00e9", "4102444800.forged"]
+)
+def test_a_malformed_follow_token_allows_nothing(token: str) -> None:
+    """Found by the fuzz run: a superscript digit passed isdigit() and broke int() (500)."""
+    tokens = FollowTokens(SECRET.get_secret_value().encode(), 60)
+    assert not tokens.allows(token, "task")
+    assert tokens.allows(tokens.sign("task"), "task")
+
+
 async def test_the_links_of_a_202_follow_that_task_only(settings: Settings) -> None:
     """events_url and ws_url carry a token: followed without any header, they give the task's
     events; the token opens no other task and expires."""

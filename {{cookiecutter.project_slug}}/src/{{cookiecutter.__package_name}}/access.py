@@ -143,7 +143,11 @@ class FollowTokens:
 
     def allows(self, token: str, task_id: str) -> bool:
         expires, _, mac = token.partition(".")
-        if not expires.isdigit() or int(expires) < time.time():
+        # ASCII first: "¹" is a digit to str.isdigit, not to int(), and compare_digest
+        # refuses non-ASCII strings.
+        if not (expires.isascii() and expires.isdigit() and mac.isascii()):
+            return False
+        if int(expires) < time.time():
             return False
         return hmac.compare_digest(mac, _follow_mac(self._secret, task_id, int(expires)))
 
