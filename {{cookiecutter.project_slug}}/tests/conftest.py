@@ -7,20 +7,39 @@
 {%- if cookiecutter.cache_backend != "none" %}
 
 import asyncio
+{%- if cookiecutter.__database == "postgres" %}
+import contextlib
+{%- endif %}
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+{%- if cookiecutter.__database == "postgres" %}
+from alembic import command
+{%- endif %}
 from redis.asyncio import Redis
+{%- if cookiecutter.__database == "postgres" %}
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+{%- endif %}
 
+{% if cookiecutter.__database == "postgres" -%}
+from {{ cookiecutter.__package_name }}.devtools.embedded_postgres import EmbeddedPostgres
+{% endif -%}
 from {{ cookiecutter.__package_name }}.devtools.embedded_redis import EmbeddedRedis
 from {{ cookiecutter.__package_name }}.infrastructure.cache import Cache
+{%- if cookiecutter.__database == "postgres" %}
+from {{ cookiecutter.__package_name }}.infrastructure.database import Base, create_engine
+{%- endif %}
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, open_task_queue
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import worker_settings
 from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.main import create_app
+{%- if cookiecutter.__database == "postgres" %}
+from {{ cookiecutter.__package_name }}.migrate import alembic_config
+{%- endif %}
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 from .support import TEST_API_KEY, serve
@@ -37,6 +56,32 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+{%- if cookiecutter.__database == "postgres" %}
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """TEST_DATABASE_URL when set (a CI service container), else an embedded PostgreSQL for
+    the run; migrated to the newest revision either way."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    with contextlib.ExitStack() as stack:
+        url = external or stack.enter_context(EmbeddedPostgres()).url
+        command.upgrade(alembic_config(url), "head")
+        yield url
+
+
+@pytest.fixture
+async def database(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test database, every table emptied first."""
+    engine = create_engine(settings)
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    async with engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {tables}"))
+    yield engine
+    await engine.dispose()
+{%- endif %}
+
+
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
     """A client on the cache database, every database emptied first (cache and queue)."""
@@ -47,9 +92,16 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
+{%- if cookiecutter.__database == "postgres" %}
+def settings(redis_url: str, database_url: str) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        database_url=database_url,
+{%- else %}
 def settings(redis_url: str) -> Settings:
     return Settings(
         redis_url=redis_url,
+{%- endif %}
         environment="test",
         worker_poll_delay_s=0.01,
         worker_retry_delay_s=0.05,
@@ -92,7 +144,13 @@ def cache(redis: Redis, settings: Settings) -> Cache:
 
 
 @pytest.fixture
+{%- if cookiecutter.__database == "postgres" %}
+async def client(
+    settings: Settings, redis: Redis, database: AsyncEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+{%- else %}
 async def client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+{%- endif %}
 {%- else %}
 
 from collections.abc import AsyncIterator

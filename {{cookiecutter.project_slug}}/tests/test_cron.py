@@ -11,7 +11,6 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
-from {{ cookiecutter.__package_name }}.infrastructure.sessions import SessionStore
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
     on_startup,
     shutdown,
@@ -20,7 +19,6 @@ from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
 from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import RUN_BY_OUR_WORKER
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.maintenance import (
-    cleanup_expired_sessions,
     log_queue_depths,
     report_stale_tasks,
 )
@@ -75,22 +73,6 @@ async def started_ctx(settings: Settings, task_queue: TaskQueue) -> dict[str, An
     ctx: dict[str, Any] = {"redis": task_queue.pool, RUN_BY_OUR_WORKER: True}  # as Worker sets
     await on_startup(settings)(ctx)
     return ctx
-
-
-async def test_cleanup_expired_sessions_job(
-    settings: Settings, redis: Redis, task_queue: TaskQueue
-) -> None:
-    """It prunes expired sessions from the store the service uses."""
-    ctx = await started_ctx(settings, task_queue)
-    try:
-        prefix = settings.cache_key_prefix + "session:"
-        store = SessionStore(redis, prefix=prefix, ttl_s=settings.session_ttl_s)
-        expired = await store.create("ada")
-        await redis.zadd(prefix + "index", {expired: time.time() - 10})
-        await store.create("grace")
-        assert await cleanup_expired_sessions(ctx) == 1
-    finally:
-        await shutdown(ctx)
 
 
 async def test_queue_reports(settings: Settings, task_queue: TaskQueue) -> None:

@@ -26,7 +26,13 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
     key, entry = create_key("dev", ["operator"])
     (tmp_path / ".env").write_text(f"API_KEYS={entry.entry}\nDEV_API_KEY={key}\n")
     port = free_port()
+{%- if cookiecutter.__database == "postgres" %}
+    env = {
+        key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}
+    }
+{%- else %}
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+{%- endif %}
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
         dev = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.devtools.dev"]
@@ -49,7 +55,11 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
                 break
             time.sleep(0.2)
         assert ready, log.read_text()
+{%- if cookiecutter.__database == "postgres" %}
+        assert ready["checks"] == {"redis": "ok", "database": "ok"}
+{%- else %}
         assert ready["checks"] == {"redis": "ok"}
+{%- endif %}
         assert set(ready["workers"].values()) == {"alive"}, log.read_text()
         match = re.search(r"redis://127\.0\.0\.1:(\d+)", log.read_text())
         assert match, log.read_text()
@@ -60,11 +70,22 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
         submit = f"http://127.0.0.1:{port}/api/v1/tasks"
         assert httpx.post(submit, json=body).status_code == 401
         assert httpx.post(submit, json=body, headers=bearer(key)).status_code == 202
+{%- if cookiecutter.__database == "postgres" %}
+        # The embedded database was migrated before the API started.
+        user = {"email": "ada@example.com", "name": "Ada"}
+        users = f"http://127.0.0.1:{port}/api/v1/users"
+        assert httpx.post(users, json=user, headers=bearer(key)).status_code == 201
+{%- endif %}
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
     assert not port_is_open(redis_port)
     assert not port_is_open(port)
+{%- if cookiecutter.__database == "postgres" %}
+    # The database stopped, its data kept for the next `just dev`.
+    assert (tmp_path / ".dev/postgres/PG_VERSION").exists()
+    assert not (tmp_path / ".dev/postgres/postmaster.pid").exists()
+{%- endif %}
 
 
 def test_dev_says_how_to_get_a_key_when_env_has_none() -> None:

@@ -15,17 +15,27 @@ import pytest
 from arq.worker import Worker
 {%- endif %}
 from fastapi import FastAPI
-{% if cookiecutter.cache_backend == "falkordb" %}
+{%- if cookiecutter.__database == "postgres" %}
+from sqlalchemy.ext.asyncio import AsyncEngine
+{%- endif %}
+
+{% if cookiecutter.__database == "postgres" -%}
+from {{ cookiecutter.__package_name }}.infrastructure.database import session_factory
+{% endif -%}
+{% if cookiecutter.cache_backend == "falkordb" -%}
 from {{ cookiecutter.__package_name }}.infrastructure.graph import (
     SocialGraph,
     close_graph_client,
     create_graph_client,
 )
-{%- endif %}
-{%- if cookiecutter.cache_backend != "none" %}
+{% endif -%}
+{% if cookiecutter.__database == "postgres" -%}
+from {{ cookiecutter.__package_name }}.infrastructure.outbox_relay import OutboxRelay
+{% endif -%}
+{% if cookiecutter.cache_backend != "none" -%}
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
-{%- endif %}
+{% endif -%}
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
@@ -99,6 +109,25 @@ async def test_background_tasks_page_snippet_runs_after_the_response(
         response = await client.post("/signups", params={"email": "ada@example.com"})
     assert response.status_code == 202
     assert page.sent == ["ada@example.com"]
+{%- endif %}
+{%- if cookiecutter.__database == "postgres" %}
+
+
+async def test_database_page_route_task_and_enqueue_on_commit(
+    settings: Settings, database: AsyncEngine, task_queue: TaskQueue
+) -> None:
+    """The page's route counts users, its task renames one through `ctx["db"]`, and its
+    sign-up enqueues on commit."""
+    route, task, signing_up = list(load_snippets("database.md"))
+    sessions = session_factory(database)
+    for email in ("ada@example.com", "grace@example.com"):
+        async with sessions() as session:
+            assert await signing_up.sign_up(session, email)
+    async with serve(with_router(settings, route)) as client:
+        assert (await client.get("/api/v1/user-count")).json() == {"users": 2}
+    assert await task.rename_user({"db": sessions}, "ada@example.com", "Ada L.") == 1
+    relay = OutboxRelay(database, task_queue, poll_interval_s=1)
+    assert await relay.relay_once() == 2
 {%- endif %}
 {%- if cookiecutter.cache_backend == "falkordb" %}
 

@@ -18,11 +18,16 @@ async def test_live_answers_ok(client: httpx.AsyncClient) -> None:
 
 
 async def test_ready_when_the_server_answers(client: httpx.AsyncClient, settings: Settings) -> None:
-    """It reports every check as ok while the server answers PING, and workers beside."""
+    """It reports every check as ok while the servers answer, and workers beside."""
     response = await client.get("/health/ready")
     assert response.status_code == 200
     no_worker = dict.fromkeys([settings.task_queue, settings.slow_task_queue], "no heartbeat")
+{%- if cookiecutter.__database == "postgres" %}
+    checks = {"redis": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "checks": checks, "workers": no_worker}
+{%- else %}
     assert response.json() == {"status": "ok", "checks": {"redis": "ok"}, "workers": no_worker}
+{%- endif %}
 
 
 async def test_ready_is_503_when_the_server_is_unreachable() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import RedisDsn
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -21,7 +22,7 @@ from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from .support import TEST_API_KEY, serve
+from .support import serve
 
 DEADLINE_S = 20.0
 
@@ -92,12 +93,10 @@ async def eventually(probe: Callable[[], Awaitable[bool]]) -> None:
 
 
 async def test_the_service_rides_out_an_outage_and_loses_no_queued_task(
-    server: AofServer, worker: subprocess.Popen[bytes]
+    settings: Settings, server: AofServer, worker: subprocess.Popen[bytes]
 ) -> None:
-    settings = Settings(
-        redis_url=server.url, environment="test", api_keys=[TEST_API_KEY], _env_file=None
-    )
-    async with serve(create_app(settings)) as client:
+    own = settings.model_copy(update={"redis_url": RedisDsn(server.url)})
+    async with serve(create_app(own)) as client:
 
         async def workers_alive() -> bool:
             reply = await client.get("/health/ready")

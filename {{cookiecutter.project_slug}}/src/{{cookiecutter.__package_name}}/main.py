@@ -18,6 +18,10 @@ from .api.errors import EXCEPTION_HANDLERS
 from .api.limits import BodySizeLimit
 from .api.router import api_router
 from .infrastructure.cache import Cache
+{%- if cookiecutter.__database == "postgres" %}
+from .infrastructure.database import create_engine, session_factory
+from .infrastructure.database import ping as ping_database
+{%- endif %}
 {%- if cookiecutter.cache_backend != "none" %}
 from .infrastructure.events import TaskEventHub
 from .infrastructure.queue import open_task_queue
@@ -42,13 +46,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     task_queue = open_task_queue(settings)
     app.state.task_queue = task_queue
     app.state.task_events = task_events = TaskEventHub(task_queue.pool)
+{%- if cookiecutter.__database == "postgres" %}
+    engine = create_engine(settings)
+    app.state.db_sessions = session_factory(engine)
+    app.state.readiness_checks = {
+        "redis": partial(ping, redis),
+        "database": partial(ping_database, engine),
+    }
+{%- else %}
     app.state.readiness_checks = {"redis": partial(ping, redis)}
+{%- endif %}
     app.state.worker_probes = {
         queue: partial(task_queue.worker_alive, queue) for queue in task_queue.queues
     }
     try:
         yield
     finally:
+{%- if cookiecutter.__database == "postgres" %}
+        await engine.dispose()
+{%- endif %}
         await task_events.close()
         await task_queue.close()
         await close_redis(redis)

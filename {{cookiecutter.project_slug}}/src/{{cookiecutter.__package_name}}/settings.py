@@ -33,6 +33,9 @@ ORIGIN = re.compile(r"https?://[^/\s*]+")
 {%- if cookiecutter.cache_backend != "none" %}
 MIN_TOKEN_LENGTH = 16
 {%- endif %}
+{%- if cookiecutter.__database == "postgres" %}
+POSTGRES_SCHEMES = frozenset({"postgres", "postgresql", "postgresql+asyncpg"})
+{%- endif %}
 
 
 def split_commas(value: object) -> object:
@@ -124,6 +127,25 @@ class Settings(BaseSettings):
     # scraper); empty leaves it open.
     metrics_token: SecretStr | None = None
     session_ttl_s: int = Field(default=86_400, gt=0)
+{%- if cookiecutter.__database == "postgres" %}
+
+    # PostgreSQL: postgresql://user:password@host:5432/name (postgres:// and
+    # postgresql+asyncpg:// are taken too). Unset in development: `just dev` and the tests start
+    # an embedded server and set it.
+    database_url: SecretStr = SecretStr(
+        "postgresql+asyncpg://postgres@localhost:5432/{{ cookiecutter.__package_name }}"
+    )
+    # Connections each process keeps open, how many more it may open at peaks, and how long a
+    # request waits for one before failing; a statement running longer is cancelled.
+    database_pool_size: int = Field(default=10, gt=0)
+    database_max_overflow: int = Field(default=10, ge=0)
+    database_pool_timeout_s: float = Field(default=10.0, gt=0)
+    database_connect_timeout_s: float = Field(default=5.0, gt=0)
+    database_statement_timeout_s: float = Field(default=30.0, gt=0)
+    # The outbox relay (enqueue on commit) looks for committed tasks this often when no
+    # notification wakes it.
+    outbox_poll_interval_s: float = Field(default=5.0, gt=0)
+{%- endif %}
 {%- if cookiecutter.__examples == "yes" %}
 
     # The media example: uploads and what the media tasks make of them, one folder per upload.
@@ -204,6 +226,24 @@ class Settings(BaseSettings):
     def split_domains(cls, value: object) -> object:
         value = split_commas(value)
         return [str(item).lower() for item in value] if isinstance(value, list) else value
+{%- endif %}
+
+{%- if cookiecutter.__database == "postgres" %}
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def use_asyncpg(cls, value: object) -> object:
+        """Any PostgreSQL URL, given the asyncpg driver that the engine needs."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(text, str):
+            return value
+        scheme, separator, rest = text.partition("://")
+        if not separator or scheme not in POSTGRES_SCHEMES:
+            raise ValueError(
+                "DATABASE_URL must be a PostgreSQL URL such as "
+                "postgresql://user:password@host:5432/name"
+            )
+        return f"postgresql+asyncpg://{rest}"
 {%- endif %}
 
     @field_validator("redis_sentinels", mode="before")

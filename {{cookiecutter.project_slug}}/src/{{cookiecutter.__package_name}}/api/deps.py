@@ -7,6 +7,9 @@ in its thread pool, a hop that costs more than the work.
 {% if cookiecutter.cache_backend != "none" -%}
 import secrets
 {% endif -%}
+{% if cookiecutter.__database == "postgres" -%}
+from collections.abc import AsyncIterator
+{% endif -%}
 from typing import Annotated
 
 from fastapi import Depends{% if cookiecutter.cache_backend != "none" %}, HTTPException, status{% endif %}
@@ -15,8 +18,14 @@ from fastapi.requests import HTTPConnection
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 {%- endif %}
+{%- if cookiecutter.__database == "postgres" %}
+from sqlalchemy.ext.asyncio import AsyncSession
+{%- endif %}
 
 from ..infrastructure.cache import Cache
+{%- if cookiecutter.__database == "postgres" %}
+from ..infrastructure.database import Sessions
+{%- endif %}
 {%- if cookiecutter.cache_backend != "none" %}
 from ..infrastructure.events import TaskEventHub
 from ..infrastructure.queue import TaskQueue
@@ -84,6 +93,16 @@ async def require_metrics_token(
     settings: Settings = connection.app.state.settings
     check_bearer(settings.metrics_token, credentials, "METRICS_TOKEN")
 {%- endif %}
+{%- if cookiecutter.__database == "postgres" %}
+
+
+async def get_db_session(connection: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    """A database session for one request, closed after the response; the route commits what
+    it means to keep (`async with session.begin():`)."""
+    sessions: Sessions = connection.app.state.db_sessions
+    async with sessions() as session:
+        yield session
+{%- endif %}
 
 
 async def get_readiness_checks(connection: HTTPConnection) -> dict[str, Check]:
@@ -104,4 +123,7 @@ WorkerProbesDep = Annotated[dict[str, WorkerProbe], Depends(get_worker_probes)]
 TaskQueueDep = Annotated[TaskQueue, Depends(get_task_queue)]
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
 MetricsTokenDep = Depends(require_metrics_token)
+{%- endif %}
+{%- if cookiecutter.__database == "postgres" %}
+DbSessionDep = Annotated[AsyncSession, Depends(get_db_session)]
 {%- endif %}

@@ -1,5 +1,10 @@
+{% if cookiecutter.__database == "postgres" -%}
+"""`just dev`: the API and both workers, with auto-reload, on an embedded server unless
+`REDIS_URL` is set, and an embedded PostgreSQL, migrated, unless `DATABASE_URL` is set.
+{%- else -%}
 """`just dev`: the API and both workers, with auto-reload, on an embedded server unless
 `REDIS_URL` is set.
+{%- endif %}
 
 Run as `python -m {{ cookiecutter.__package_name }}.devtools.dev`, with `--host H`,
 `--port P` or `--no-reload`.
@@ -7,6 +12,7 @@ Ctrl-C (or SIGTERM) stops everything it started.
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,10 +25,17 @@ from dotenv import dotenv_values
 
 from ..access import hash_key
 from ..settings import Settings
+{%- if cookiecutter.__database == "postgres" %}
+from .embedded_postgres import EmbeddedPostgres, EmbeddedPostgresUnavailableError
+{%- endif %}
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError, free_port
 
 SERVICE = "{{ cookiecutter.__package_name }}"
 SERVICE_DIR = Path(__file__).resolve().parent.parent
+{%- if cookiecutter.__database == "postgres" %}
+# The embedded database keeps its data here between runs (git-ignored); delete it to start over.
+DEV_DATABASE_DIR = Path(".dev/postgres")
+{%- endif %}
 
 
 QUEUES = ("default", "slow")
@@ -102,20 +115,34 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
     print(how_to_authenticate(settings, dotenv_values(".env").get("DEV_API_KEY")), flush=True)
-    if "redis_url" in settings.model_fields_set:
-        print("Using REDIS_URL from the environment or .env.", flush=True)
+    with contextlib.ExitStack() as servers:
+        try:
+            if "redis_url" in settings.model_fields_set:
+                print("Using REDIS_URL from the environment or .env.", flush=True)
+            else:
+                redis = servers.enter_context(EmbeddedRedis(port=free_port(avoid={args.port})))
+                env["REDIS_URL"] = redis.url
+                print(f"Embedded server: {redis.url} (stopped with Ctrl-C)", flush=True)
+{%- if cookiecutter.__database == "postgres" %}
+            if "database_url" in settings.model_fields_set:
+                print("Using DATABASE_URL from the environment or .env.", flush=True)
+            else:
+                database = servers.enter_context(EmbeddedPostgres(DEV_DATABASE_DIR))
+                env["DATABASE_URL"] = database.url
+                print(f"Embedded PostgreSQL, data in {DEV_DATABASE_DIR}/", flush=True)
+        except (EmbeddedRedisUnavailableError, EmbeddedPostgresUnavailableError) as exc:
+            print(f"Cannot start an embedded server: {exc}", file=sys.stderr)
+            return 1
+        migrate = [sys.executable, "-m", f"{SERVICE}.migrate", "upgrade"]
+        if subprocess.run(migrate, env=env, check=False).returncode != 0:  # noqa: S603
+            print("The migrations failed (above): the service was not started.", file=sys.stderr)
+            return 1
+{%- else %}
+        except EmbeddedRedisUnavailableError as exc:
+            print(f"Cannot start an embedded server: {exc}", file=sys.stderr)
+            return 1
+{%- endif %}
         return run(commands, env)
-    try:
-        server = EmbeddedRedis(port=free_port(avoid={args.port}))
-        server.start()
-    except EmbeddedRedisUnavailableError as exc:
-        print(f"Cannot start an embedded server: {exc}", file=sys.stderr)
-        return 1
-    print(f"Embedded server: {server.url} (stopped with Ctrl-C)", flush=True)
-    try:
-        return run(commands, {**env, "REDIS_URL": server.url})
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ from arq.constants import (
 )
 from arq.jobs import SerializationError, deserialize_job, serialize_job, serialize_result
 from redis.exceptions import WatchError
+{%- if cookiecutter.__database == "postgres" %}
+from sqlalchemy.ext.asyncio import AsyncSession
+{%- endif %}
 
 from ..settings import Settings, get_settings
 from .dead_letters import DeadLetter, DeadLetterStore
@@ -35,6 +38,9 @@ from .enqueue_script import (
     SubmissionRate,
 )
 from .events import events_channel, task_event
+{%- if cookiecutter.__database == "postgres" %}
+from .outbox import add_to_outbox
+{%- endif %}
 from .redis import close_redis, create_redis
 from .serialization import deserialize, serialize
 from .task_metrics import TaskMetrics, TaskMetricsStore
@@ -301,6 +307,18 @@ async def get_task_pool() -> TaskQueue:
     return _process_queue
 
 
+{% if cookiecutter.__database == "postgres" -%}
+async def enqueue_task(
+    name: str, /, *args: Any, session: AsyncSession | None = None, **kwargs: Any
+) -> str | None:
+    """`await enqueue_task("example_task", message="hi")`; see `TaskQueue.enqueue`. With
+    `session`, the task is enqueued when the session's transaction commits, and not at all if
+    it rolls back (outbox.py)."""
+    if session is not None:
+        return add_to_outbox(session, name, *args, **kwargs)
+    return await (await get_task_pool()).enqueue(name, *args, **kwargs)
+{%- else -%}
 async def enqueue_task(name: str, /, *args: Any, **kwargs: Any) -> str | None:
     """`await enqueue_task("example_task", message="hi")` from a script; see `TaskQueue.enqueue`."""
     return await (await get_task_pool()).enqueue(name, *args, **kwargs)
+{%- endif %}

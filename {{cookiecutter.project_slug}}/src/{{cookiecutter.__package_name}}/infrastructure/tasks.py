@@ -33,7 +33,13 @@ from arq.worker import Function, func
 from ..settings import Settings, get_settings
 from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
 from .cache import Cache
+{%- if cookiecutter.__database == "postgres" %}
+from .database import create_engine, session_factory
+{%- endif %}
 from .events import events_channel, task_event
+{%- if cookiecutter.__database == "postgres" %}
+from .outbox_relay import OutboxRelay
+{%- endif %}
 from .queue import NonRetryableError, TaskQueue, open_queue_pool, queue_redis_settings
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
 from .serialization import deserialize, serialize
@@ -173,9 +179,18 @@ def as_cron_job(spec: CronSpec) -> CronJob:
     )
 
 
+{% if cookiecutter.__database == "postgres" -%}
+def on_startup(
+    settings: Settings, *, relay_outbox: bool = False
+) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def startup(ctx: dict[str, Any]) -> None:
+        """Create the clients every task shares, once per worker process, into `ctx`: `db`
+        makes database sessions. With `relay_outbox`, start the outbox relay."""
+{%- else -%}
 def on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]]:
     async def startup(ctx: dict[str, Any]) -> None:
         """Create the clients every task shares, once per worker process, into `ctx`."""
+{%- endif %}
         if not ctx.get(RUN_BY_OUR_WORKER):
             refuse_to_start()
         ctx["settings"] = settings
@@ -186,6 +201,14 @@ def on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]
             default_ttl_s=settings.cache_default_ttl_s,
         )
         ctx["tasks"] = TaskQueue(ctx["redis"], settings)
+{%- if cookiecutter.__database == "postgres" %}
+        ctx["db_engine"] = engine = create_engine(settings)
+        ctx["db"] = session_factory(engine)
+        if relay_outbox:
+            interval_s = settings.outbox_poll_interval_s
+            relay = OutboxRelay(engine, ctx["tasks"], poll_interval_s=interval_s)
+            ctx["outbox_relay"] = asyncio.create_task(relay.run(), name="outbox relay")
+{%- endif %}
 
     return startup
 
@@ -198,6 +221,13 @@ def refuse_to_start() -> NoReturn:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+{%- if cookiecutter.__database == "postgres" %}
+    relay: asyncio.Task[None] | None = ctx.get("outbox_relay")
+    if relay is not None:
+        relay.cancel()
+        await asyncio.gather(relay, return_exceptions=True)
+    await ctx["db_engine"].dispose()
+{%- endif %}
     await close_redis(ctx["cache_redis"])
     await close_sentinels(ctx["redis"])  # arq closes its pool, not the sentinel clients behind it
 
@@ -213,7 +243,12 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
         "redis_pool": open_queue_pool(settings, patient=True),
         # What `arq --check` connects with.
         "redis_settings": queue_redis_settings(settings),
+{%- if cookiecutter.__database == "postgres" %}
+        # The default queue's workers relay the outbox (enqueue on commit), one at a time.
+        "on_startup": on_startup(settings, relay_outbox=with_cron),
+{%- else %}
         "on_startup": on_startup(settings),
+{%- endif %}
         "on_shutdown": shutdown,
         # Claims last this long, renewed while the task runs (our Worker; not arq's option).
         "lease_s": settings.worker_lease_s,

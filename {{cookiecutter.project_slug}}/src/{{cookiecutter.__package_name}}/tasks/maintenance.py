@@ -13,10 +13,16 @@ STALE_AFTER_S = 3600
 
 
 async def cleanup_expired_sessions(ctx: dict[str, Any]) -> int:
+{%- if cookiecutter.__database == "postgres" %}
+    """Daily at 03:00: delete expired sessions from the database."""
+    settings: Settings = ctx["settings"]
+    store = SessionStore(ctx["db"], ttl_s=settings.session_ttl_s)
+{%- else %}
     """Daily at 03:00: prune expired sessions from the session index."""
     settings: Settings = ctx["settings"]
     prefix = settings.cache_key_prefix + "session:"
     store = SessionStore(ctx["cache_redis"], prefix=prefix, ttl_s=settings.session_ttl_s)
+{%- endif %}
     removed = await store.cleanup_expired()
     logger.info("removed %d expired sessions", removed)
     return removed
