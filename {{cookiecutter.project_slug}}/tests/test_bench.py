@@ -14,6 +14,9 @@ def test_bench_runs_every_measure_and_prints_its_table() -> None:
     """It starts its own server, API, bare app and workers, and prints every row."""
     env = {**os.environ, "WORKER_LEASE_S": "1"}  # a short lease: the recovery takes ~1 s
     env.pop("REDIS_URL", None)
+{%- if cookiecutter.__database == "postgres" %}
+    env.pop("DATABASE_URL", None)
+{%- endif %}
     counts = ["--requests", "20", "--tasks", "20", "--pickups", "5", "--recoveries", "1"]
     done = subprocess.run(
         [*BENCH, *counts], env=env, capture_output=True, text=True, timeout=240, check=False
@@ -27,6 +30,9 @@ def test_bench_runs_every_measure_and_prints_its_table() -> None:
     assert "worker, no-op tasks/s (vs arq defaults)" in measures
     assert "pickup p50 ms, idle worker (vs arq, poll_delay 0.01)" in measures
     assert "recovery after SIGKILL mid-task, s" in measures
+{%- if cookiecutter.__database == "postgres" %}
+    assert "pickup p99 ms, enqueue on commit (vs the service's direct enqueue)" in measures
+{%- endif %}
     assert not any("errors" in measure or "failed" in measure for measure in measures), rows
     for row in rows[2:]:
         generated = row.split(" | ")[1]

@@ -1,6 +1,7 @@
 """The database: migrations on a real server, and readiness that follows the server."""
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from {{ cookiecutter.__package_name }}.devtools.embedded_postgres import EmbeddedPostgres
 from {{ cookiecutter.__package_name }}.infrastructure.database import Base
 from {{ cookiecutter.__package_name }}.main import create_app
+from {{ cookiecutter.__package_name }}.migrate import MIGRATIONS_DIR
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 from .support import serve
@@ -79,6 +81,49 @@ async def test_migrations_go_up_down_and_up_again(empty_database: str) -> None:
     assert await tables_and_functions(empty_database) == (["alembic_version"], [])
     migrate(empty_database, "upgrade")
     assert (await tables_and_functions(empty_database))[0] == sorted([*TABLES, "alembic_version"])
+
+
+def write_revision(url: str, migrations: Path, message: str) -> Path:
+    """`just makemigration MESSAGE` on `url`, into a copy of the migrations at `migrations`."""
+    shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    for existing in (migrations / "versions").glob("*.py"):
+        existing.unlink()
+    script = (
+        "import sys\n"
+        "from alembic import command\n"
+        "from {{ cookiecutter.__package_name }}.migrate import alembic_config\n"
+        "config = alembic_config()\n"
+        "config.set_main_option('script_location', sys.argv[1])\n"
+        "command.revision(config, message=sys.argv[2], autogenerate=True)\n"
+    )
+    env = {**os.environ, "DATABASE_URL": url}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(migrations), message],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [revision] = (migrations / "versions").glob("*.py")
+    return revision
+
+
+def ruff(*args: str) -> None:
+    command = [sys.executable, "-m", "ruff", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_makemigration_writes_a_revision_as_clean_as_the_code(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """Against a database without the tables, a new revision creates every one of them, and
+    comes out ruff clean (the revision template and its ruff hooks)."""
+    revision = write_revision(empty_database, tmp_path / "migrations", "every table")
+    assert revision.name.endswith("_every_table.py")
+    code = revision.read_text()
+    for table in TABLES:
+        assert f'"{table}"' in code
+    ruff("check", "--no-cache", str(revision))
+    ruff("format", "--check", "--no-cache", str(revision))
 
 
 def test_a_url_that_is_not_postgres_is_refused() -> None:

@@ -199,6 +199,7 @@ async def test_sigkill_of_the_relaying_worker_loses_and_duplicates_nothing(
         "DATABASE_URL": settings.database_url.get_secret_value(),
         "WORKER_POLL_DELAY_S": "0.01",
         "OUTBOX_POLL_INTERVAL_S": "0.2",
+        "WORKER_LEASE_S": "1",  # what the killed worker was running runs again soon
         "API_KEYS": "",
     }
     queue = task_queue.queues[0]

@@ -66,8 +66,15 @@ async def test_a_taken_address_or_bad_input_changes_nothing(
         {"email": "not-an-address", "name": "X"},
         {"email": "x@example.com", "name": ""},
         {"email": "x@example.com", "name": "X", "admin": True},
+        {"email": "x\u0000y@example.com", "name": "X"},
+        {"email": "x@example.com", "name": "nul \u0000 inside"},
     ):
         assert (await client.post("/api/v1/users", json=bad)).status_code == 422, bad
+    # JSON may escape a lone surrogate, which no database text can hold.
+    surrogate = b'{"email": "x@example.com", "name": "lone \\ud800 surrogate"}'
+    headers = {"Content-Type": "application/json"}
+    response = await client.post("/api/v1/users", content=surrogate, headers=headers)
+    assert response.status_code == 422
     assert await count(database, User) == 1
     assert await count(database, OutboxTask) == 1
 

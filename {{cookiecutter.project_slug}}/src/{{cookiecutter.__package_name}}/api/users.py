@@ -13,8 +13,10 @@ from .auth import require
 from .deps import DbSessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
-# One @, something on each side, a dot in the domain, no spaces: what the example needs.
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
+# One @, something on each side, a dot in the domain, no spaces or control characters: what
+# the example needs. Names may hold any printable text.
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s.\x00-\x1f\x7f]+$"
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 Submitter = Annotated[Principal, Depends(require(SUBMIT))]
 
 
@@ -22,7 +24,7 @@ class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str = Field(max_length=320, pattern=EMAIL_PATTERN)
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
 
 
 class UserOut(BaseModel):

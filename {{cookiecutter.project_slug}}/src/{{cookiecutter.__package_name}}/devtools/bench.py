@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Self
 
+{% if cookiecutter.__database == "postgres" -%}
+from alembic import command
+{% endif -%}
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import default_queue_name, result_key_prefix
 from arq.jobs import Deserializer, deserialize_result
@@ -37,19 +40,34 @@ from arq.worker import func
 from fastapi import FastAPI, Request
 
 from ..access import SUBMIT, create_key
+{%- if cookiecutter.__database == "postgres" %}
+from ..infrastructure.database import create_engine, session_factory
+{%- endif %}
 from ..infrastructure.queue import (
     HEALTH_CHECK_SUFFIX,
     TaskQueue,
+{%- if cookiecutter.__database == "postgres" %}
+    enqueue_task,
+{%- endif %}
     open_task_queue,
     report_progress,
     wake_channel,
 )
 from ..infrastructure.serialization import deserialize
 from ..infrastructure.task_state import PROGRESS_KEY_PREFIX, TaskState
+{%- if cookiecutter.__database == "postgres" %}
+from ..infrastructure.tasks import as_worker_function, on_startup, use_uvloop, worker_settings
+from ..infrastructure.worker_loop import Worker
+from ..migrate import alembic_config
+{%- else %}
 from ..infrastructure.tasks import as_worker_function, use_uvloop, worker_settings
 from ..infrastructure.worker_loop import Worker
+{%- endif %}
 from ..settings import Settings
 from ..tasks.registry import TaskSpec
+{%- if cookiecutter.__database == "postgres" %}
+from .embedded_postgres import EmbeddedPostgres
+{%- endif %}
 from .embedded_redis import EmbeddedRedis, free_port
 
 SERVICE = "{{ cookiecutter.__package_name }}"
@@ -112,6 +130,10 @@ def run_bench_worker(kind: str, *, burst: bool) -> None:
         settings = Settings()
         options = worker_settings(settings, queue=settings.task_queue, with_cron=False)
         functions = [as_worker_function(TaskSpec(task), settings) for task in BENCH_TASKS]
+{%- if cookiecutter.__database == "postgres" %}
+        # It relays the outbox, as the default queue's workers do.
+        options["on_startup"] = on_startup(settings, relay_outbox=True)
+{%- endif %}
         use_uvloop()
         Worker(**{**options, "functions": functions}, burst=burst).run()
         return
@@ -360,6 +382,34 @@ async def measure_pickups(kind: str, env: dict[str, str], count: int, queue: Que
     return Latencies(samples, time.perf_counter() - started)
 
 
+{%- if cookiecutter.__database == "postgres" %}
+
+
+async def measure_commit_pickups(env: dict[str, str], count: int, queue: Queues) -> Latencies:
+    """As `measure_pickups` for the service's worker, each task enqueued on commit: from just
+    before its transaction to the start of the task, through the outbox and its relay."""
+    engine = create_engine(queue.settings)
+    sessions = session_factory(engine)
+    pool = queue.ours.pool
+    samples: list[float] = []
+    started = time.perf_counter()
+    try:
+        with processes([worker_command(GENERATED)], env):
+            await queue.wait_for_worker(GENERATED)
+            for number in range(count + 1):  # the first waits for the relay to start: not kept
+                await asyncio.sleep(random.uniform(0.005, 0.025))  # noqa: S311 - not a secret
+                sent_at = time.time()
+                async with sessions() as session, session.begin():
+                    task_id = await enqueue_task("pickup", sent_at=sent_at, session=session)
+                raw = await poll(partial(pool.get, result_key_prefix + str(task_id)), 0.001)
+                if number:
+                    samples.append(float(deserialize_result(raw, deserializer=deserialize).result))
+    finally:
+        await engine.dispose()
+    return Latencies(samples, time.perf_counter() - started)
+{%- endif %}
+
+
 async def measure_recovery(env: dict[str, str], queue: Queues) -> float:
     """Two workers; SIGKILL the one running a task; seconds until the other starts it."""
     tasks = queue.ours
@@ -384,11 +434,20 @@ class Results:
     throughput: dict[str, Latencies]
     pickups: dict[str, Latencies]
     recoveries: list[float]
+{%- if cookiecutter.__database == "postgres" %}
+    commit_pickups: Latencies | None = None
+{%- endif %}
 
 
+{% if cookiecutter.__database == "postgres" -%}
+async def run(redis_url: str, database_url: str, args: argparse.Namespace) -> Results:
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url}
+    settings = Settings(redis_url=redis_url, database_url=database_url)
+{%- else -%}
 async def run(redis_url: str, args: argparse.Namespace) -> Results:
     env = {**os.environ, "REDIS_URL": redis_url}
     settings = Settings(redis_url=redis_url)
+{%- endif %}
     queue = Queues(
         open_task_queue(settings), await create_pool(RedisSettings.from_dsn(redis_url)), settings
     )
@@ -407,11 +466,20 @@ async def run(redis_url: str, args: argparse.Namespace) -> Results:
             print(f"pickup latency ({kind}): {count} tasks...", file=sys.stderr)
             pickups[kind] = await measure_pickups(kind, env, count, queue)
             await queue.flush()
+{%- if cookiecutter.__database == "postgres" %}
+        print(f"pickup latency, enqueue on commit: {args.pickups} tasks...", file=sys.stderr)
+        commit_pickups = await measure_commit_pickups(env, args.pickups, queue)
+        await queue.flush()
+{%- endif %}
         recoveries = []
         for _ in range(args.recoveries):
             print("recovery after SIGKILL...", file=sys.stderr)
             recoveries.append(await measure_recovery(env, queue))
+{%- if cookiecutter.__database == "postgres" %}
+        return Results(enqueue, throughput, pickups, recoveries, commit_pickups)
+{%- else %}
         return Results(enqueue, throughput, pickups, recoveries)
+{%- endif %}
     finally:
         await queue.ours.close()
         await queue.bare.aclose()
@@ -455,6 +523,16 @@ def table(results: Results, settings: Settings) -> str:
                 f"| pickup p{percent} ms, idle worker (vs {kind}) | {mine:.2f} | {theirs:.2f} "
                 f"| {ratio(mine, theirs)} |"
             )
+{%- if cookiecutter.__database == "postgres" %}
+    if results.commit_pickups is not None:
+        for percent in (50, 99):
+            mine = results.commit_pickups.percentile_ms(percent)
+            direct = ours_pick.percentile_ms(percent)
+            rows.append(
+                f"| pickup p{percent} ms, enqueue on commit (vs the service's direct enqueue) "
+                f"| {mine:.2f} | {direct:.2f} | {ratio(mine, direct)} |"
+            )
+{%- endif %}
     if results.recoveries:
         arq_s = settings.worker_job_timeout_s + 10
         measured = ", ".join(f"{seconds:.1f}" for seconds in results.recoveries)
@@ -483,8 +561,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("requests", "tasks", "pickups"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+{%- if cookiecutter.__database == "postgres" %}
+    with EmbeddedRedis(port=free_port()) as server, EmbeddedPostgres() as database:
+        command.upgrade(alembic_config(database.url), "head")
+        results = asyncio.run(run(server.url, database.url, args))
+{%- else %}
     with EmbeddedRedis(port=free_port()) as server:
         results = asyncio.run(run(server.url, args))
+{%- endif %}
     settings = Settings(redis_url=server.url)
     print(
         f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "

