@@ -48,6 +48,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/infrastructure/redis.py",
             "src/{pkg}/infrastructure/serialization.py",
             "src/{pkg}/infrastructure/sessions.py",
+            "src/{pkg}/infrastructure/task_context.py",
             "src/{pkg}/infrastructure/task_metrics.py",
             "src/{pkg}/infrastructure/task_state.py",
             "src/{pkg}/infrastructure/tasks.py",

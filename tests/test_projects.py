@@ -13,7 +13,8 @@ the target version); the project's tests then cannot run on this machine.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,23 @@ def mode(combo: Combo) -> str:
     return f"-lint+typecheck(tests-on-one-py{combo.python_version}-group)"
 
 
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A folder for the project outside pytest's temporary root. Run as root, the embedded
+    PostgreSQL runs its server as a user of its own and opens the folders above its binaries
+    to that user; every pytest session (the project's own, beside) sets pytest's root back to
+    0700 as it starts, which would cut such a server off from its binaries."""
+    with tempfile.TemporaryDirectory(prefix="project-checks-") as folder:
+        yield Path(folder)
+
+
 @pytest.mark.project_checks
 @pytest.mark.parametrize("combo", checked_params(suffix=mode))
 def test_project_passes_its_own_checks(
-    combo: Combo, bake: Callable[[Combo], Path], tmp_path: Path
+    combo: Combo, bake: Callable[[Combo], Path], workdir: Path
 ) -> None:
     """It is ruff clean, mypy --strict clean and its tests pass against a real server."""
-    project = tmp_path / "project"
+    project = workdir / "project"
     shutil.copytree(bake(combo), project)  # the checks write caches; keep the render pristine
     python = find_python(combo.python_version)
     if python:

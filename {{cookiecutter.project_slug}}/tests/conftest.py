@@ -11,7 +11,11 @@ import asyncio
 import contextlib
 {%- endif %}
 import os
+{%- if cookiecutter.__database == "postgres" %}
+import tempfile
+{%- endif %}
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -68,6 +72,16 @@ def database_url() -> Iterator[str]:
         url = external or stack.enter_context(EmbeddedPostgres()).url
         command.upgrade(alembic_config(url), "head")
         yield url
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A folder for a server's data outside pytest's temporary root. Run as root, the
+    embedded PostgreSQL runs its server as a user of its own and opens the folders above its
+    data to that user; a pytest session starting beside this one sets pytest's root back to
+    0700, which would cut the server off from its data."""
+    with tempfile.TemporaryDirectory(prefix="embedded-postgres-test-") as folder:
+        yield Path(folder)
 
 
 @pytest.fixture
@@ -135,6 +149,16 @@ async def make_worker(settings: Settings) -> AsyncIterator[Callable[..., Worker]
         # it stop before closing its connections.
         await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
         await worker.close()
+
+
+{%- if cookiecutter.__database != "postgres" %}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder for a test's processes to work in."""
+    return tmp_path
+{%- endif %}
 
 
 @pytest.fixture

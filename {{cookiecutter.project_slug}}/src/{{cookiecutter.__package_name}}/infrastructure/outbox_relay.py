@@ -115,6 +115,7 @@ class OutboxRelay:
                     _job_id=row.task_id,
                     _queue_name=row.queue,
                     _defer_until=row.defer_until,
+                    _meta=row.meta,
                     **row.kwargs,
                 )
             if rows:

@@ -22,7 +22,7 @@ from arq.constants import (
     result_key_prefix,
     retry_key_prefix,
 )
-from arq.jobs import SerializationError, deserialize_job, serialize_job, serialize_result
+from arq.jobs import deserialize_job, serialize_result
 from redis.exceptions import WatchError
 {%- if cookiecutter.__database == "postgres" %}
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,7 +43,8 @@ from .outbox import add_to_outbox
 {%- endif %}
 from .redis import close_redis, create_redis
 from .serialization import deserialize, serialize
-from .task_metrics import TaskMetrics, TaskMetricsStore
+from .task_context import Meta, current_meta, job_payload
+from .task_metrics import SUBMISSIONS_KEY, TaskMetrics, TaskMetricsStore
 from .task_state import PROGRESS_KEY_PREFIX, TaskState, publish_event, read_task_state
 
 # Workers listen here to start a task as soon as it is enqueued, instead of polling for it.
@@ -98,6 +99,7 @@ class TaskQueue:
         _job_try: int | None = None,
         _max_depth: int | None = None,
         _rate: SubmissionRate | None = None,
+        _meta: Meta | None = None,
         **kwargs: Any,
     ) -> str | None:
         """Enqueue `name(ctx, *args, **kwargs)` as arq's `enqueue_job` would, with its options
@@ -106,7 +108,8 @@ class TaskQueue:
         Returns the task id, or None when `_job_id` is taken: by a task still queued or
         running, or by a result still kept. With `_max_depth`, raises QueueFullError when the
         queue already holds that many tasks (waiting, deferred or running); with `_rate`,
-        RateLimitedError past it."""
+        RateLimitedError past it. The caller's context (its request id) travels with the
+        task, or `_meta` in its place."""
         if _defer_until is not None and _defer_by is not None:
             raise ValueError("Pass _defer_until or _defer_by, not both.")
         queue = _queue_name or self.queues[0]
@@ -117,10 +120,11 @@ class TaskQueue:
         else:
             score = enqueued_ms + _milliseconds(_defer_by)
         expires_ms = _milliseconds(_expires) or score - enqueued_ms + expires_extra_ms
+        meta = current_meta() if _meta is None else _meta
         try:
-            payload = serialize_job(name, args, kwargs, _job_try, enqueued_ms, serializer=serialize)
-        except SerializationError as exc:
-            raise TypeError(f"Cannot enqueue {name}: {exc.__cause__}") from exc
+            payload = job_payload(name, args, kwargs, _job_try, enqueued_ms, meta)
+        except TypeError as exc:
+            raise TypeError(f"Cannot enqueue {name}: {exc}") from exc
         max_depth = _max_depth or 0  # 0: no limit
         rate = _rate or SubmissionRate("", 0, 0)  # 0: no limit
         added = await self._enqueue_script(
@@ -129,6 +133,7 @@ class TaskQueue:
                 result_key_prefix + task_id,
                 queue,
                 RATE_KEY_PREFIX + rate.submitter,
+                SUBMISSIONS_KEY,
             ],
             args=[
                 payload,
@@ -139,6 +144,7 @@ class TaskQueue:
                 max_depth,
                 rate.limit,
                 max(1, round(rate.window_s * 1000)),
+                name,
             ],
             client=self.pool,
         )
@@ -183,7 +189,9 @@ class TaskQueue:
 
     async def metrics(self) -> TaskMetrics:
         """Queue depths, tasks running, and what the workers recorded of each try."""
-        return await self.metrics_store.read(self.queues)
+        # A worker beats every WORKER_HEALTH_CHECK_INTERVAL_S; one missed beat is allowed.
+        alive_s = 2 * self.settings.worker_health_check_interval_s + 1
+        return await self.metrics_store.read(self.queues, worker_alive_s=alive_s)
 
     async def dead_letter(self, task_id: str, traceback: str | None) -> None:
         """Record a task whose stored result is a failure (the newest TASK_DEAD_LETTER_MAX

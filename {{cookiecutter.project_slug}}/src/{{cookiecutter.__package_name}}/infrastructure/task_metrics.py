@@ -1,15 +1,45 @@
-"""Counts of the workers' tries, kept in Redis so that every API process reports the same
-numbers on /metrics."""
+"""Counts of the task layer, kept in Redis so that every API process reports the same
+numbers on /metrics: submissions (the enqueue script counts them), waits before a start (the
+claim script), tries by outcome and duration (the end of each try), live workers."""
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
+from .dead_letters import DEAD_LETTERS_KEY
+
 OUTCOMES_KEY = "task:metrics:outcomes"
 DURATIONS_KEY = "task:metrics:durations"
+SUBMISSIONS_KEY = "task:metrics:submissions"
+PICKUPS_KEY = "task:metrics:pickups"
+# One sorted set per queue: each worker's id, scored by its last heartbeat (ms).
+WORKERS_KEY_PREFIX = "task:workers:"
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"))
+PICKUP_BUCKETS_S = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, float("inf"))
+
+
+def pickup_lua() -> str:
+    """Lua that counts, in the claim script, how long a task waited from due to start (ms
+    in `waited_ms`) in the histogram of its queue (`queue`), as `Histogram` reads it."""
+    limits = ", ".join("math.huge" if b == float("inf") else repr(b) for b in PICKUP_BUCKETS_S)
+    names = ", ".join(f"'{bound!r}'" for bound in PICKUP_BUCKETS_S)
+    return "local limits, names = {" + limits + "}, {" + names + "}" + PICKUP_COUNT
+
+
+PICKUP_COUNT = """
+local waited_s = math.max(0, waited_ms) / 1000
+for i, limit in ipairs(limits) do
+    if waited_s <= limit then
+        redis.call('HINCRBY', pickups_key, queue .. '|le:' .. names[i], 1)
+        break
+    end
+end
+redis.call('HINCRBYFLOAT', pickups_key, queue .. '|sum', waited_s)
+redis.call('HINCRBY', pickups_key, queue .. '|count', 1)
+"""
 
 # A try ends: counted (outcome, duration bucket, sum, count) and, with an event to send,
 # followers told, in one round trip.
@@ -40,6 +70,10 @@ class TaskMetrics:
     in_progress: int
     outcomes: dict[tuple[str, str], int]
     durations: dict[str, Histogram]
+    submissions: dict[str, int]
+    pickups: dict[str, Histogram]  # by queue
+    dead_letters: int
+    workers: dict[str, int]  # live workers by queue
 
 
 @dataclass(frozen=True)
@@ -75,14 +109,24 @@ class TaskMetricsStore:
             client=self.redis,
         )
 
-    async def read(self, queues: Sequence[str]) -> TaskMetrics:
-        """The counts, with the depth of each of `queues`."""
+    async def read(self, queues: Sequence[str], *, worker_alive_s: float) -> TaskMetrics:
+        """The counts, with the depth of each of `queues` and their workers that sent a
+        heartbeat within `worker_alive_s`."""
+        alive_since_ms = (time.time() - worker_alive_s) * 1000
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.zcard(queue)
+                pipe.zcount(WORKERS_KEY_PREFIX + queue, alive_since_ms, "+inf")
             pipe.hgetall(OUTCOMES_KEY)
             pipe.hgetall(DURATIONS_KEY)
-            *depths, outcomes_raw, durations_raw = await pipe.execute()
+            pipe.hgetall(SUBMISSIONS_KEY)
+            pipe.hgetall(PICKUPS_KEY)
+            pipe.zcard(DEAD_LETTERS_KEY)
+            replies = await pipe.execute()
+        per_queue, (outcomes_raw, durations_raw, submissions_raw, pickups_raw, dead) = (
+            replies[: 2 * len(queues)],
+            replies[2 * len(queues) :],
+        )
         in_progress = 0
         async for _ in self.redis.scan_iter(match=in_progress_key_prefix + "*", count=1_000):
             in_progress += 1
@@ -91,11 +135,26 @@ class TaskMetricsStore:
             task, outcome = field.decode().split("|")
             outcomes[task, outcome] = int(count)
         return TaskMetrics(
-            depths=dict(zip(queues, map(int, depths), strict=True)),
+            depths=dict(zip(queues, map(int, per_queue[0::2]), strict=True)),
             in_progress=in_progress,
             outcomes=outcomes,
             durations=_histograms(durations_raw),
+            submissions={task.decode(): int(count) for task, count in submissions_raw.items()},
+            pickups=_histograms(pickups_raw),
+            dead_letters=int(dead),
+            workers=dict(zip(queues, map(int, per_queue[1::2]), strict=True)),
         )
+
+    async def worker_beat(self, queue: str, worker_id: str, *, forget_after_s: float) -> None:
+        """Record a heartbeat of `worker_id`, and forget workers silent for `forget_after_s`."""
+        now_ms, key = time.time() * 1000, WORKERS_KEY_PREFIX + queue
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {worker_id: now_ms})
+            pipe.zremrangebyscore(key, "-inf", now_ms - forget_after_s * 1000)
+            await pipe.execute()
+
+    async def worker_gone(self, queue: str, worker_id: str) -> None:
+        await self.redis.zrem(WORKERS_KEY_PREFIX + queue, worker_id)
 
 
 def _histograms(raw: dict[bytes, bytes]) -> dict[str, Histogram]:

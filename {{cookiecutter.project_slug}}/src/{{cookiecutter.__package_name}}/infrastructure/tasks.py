@@ -14,7 +14,6 @@ explains each value. Tasks are plain `async def task(ctx, ...)` functions listed
 import asyncio
 import functools
 import logging
-import logging.config
 import os
 import random
 import sys
@@ -26,12 +25,13 @@ from typing import Any, NoReturn, cast
 import arq.worker
 from arq import Retry
 from arq.cron import CronJob, cron
-from arq.logs import default_log_config
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
 
+from ..logs import configure_logging
 from ..settings import Settings, get_settings
 from ..tasks.registry import CRONS, TASKS, CronSpec, TaskSpec
+from ..tracing import configure_tracing, traced
 from .cache import Cache
 {%- if cookiecutter.__database == "postgres" %}
 from .database import create_engine, session_factory
@@ -42,7 +42,8 @@ from .outbox_relay import OutboxRelay
 {%- endif %}
 from .queue import NonRetryableError, TaskQueue, open_queue_pool, queue_redis_settings
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
-from .serialization import deserialize, serialize
+from .serialization import serialize
+from .task_context import read_job
 from .task_metrics import TryOutcome
 from .task_state import publish_event
 from .worker_loop import RUN_BY_OUR_WORKER, Worker
@@ -159,7 +160,7 @@ async def job_ended(ctx: dict[str, Any]) -> None:
 def as_worker_function(spec: TaskSpec, settings: Settings) -> Function:
     max_tries = spec.max_tries or settings.worker_max_tries
     return func(
-        cast(WorkerCoroutine, with_retries(spec.function, max_tries=max_tries)),
+        cast(WorkerCoroutine, traced(with_retries(spec.function, max_tries=max_tries))),
         name=spec.name,
         timeout=spec.timeout_s,
         max_tries=max_tries,
@@ -254,7 +255,8 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
         "lease_s": settings.worker_lease_s,
         "after_job_end": job_ended,
         "job_serializer": serialize,
-        "job_deserializer": deserialize,
+        # Reads each job, and binds its name and its request's id to the try's logs.
+        "job_deserializer": read_job,
         # Tasks one worker runs at once; scale out with more workers for more.
         "max_jobs": settings.worker_max_jobs,
         # A task still running after this many seconds is cancelled (per task: TaskSpec).
@@ -283,7 +285,8 @@ SETTINGS_BY_QUEUE = {"default": WorkerSettings, "slow": SlowWorkerSettings}
 def run_worker(queue: str, *, burst: bool = False, verbose: bool = False) -> None:
     """Run a worker of `queue` ("default" or "slow") until SIGINT or SIGTERM (with `burst`,
     until the queue is empty)."""
-    logging.config.dictConfig(default_log_config(verbose))
+    configure_logging(_settings, verbose=verbose)
+    configure_tracing("{{ cookiecutter.project_slug }}")
     use_uvloop()
     Worker(**SETTINGS_BY_QUEUE[queue], burst=burst).run()
 

@@ -4,9 +4,12 @@ the task runs."""
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from contextlib import suppress
 from typing import Any
+from uuid import uuid4
 
 import arq.worker
 from arq.constants import in_progress_key_prefix, retry_key_prefix
@@ -16,6 +19,8 @@ from redis.commands.core import AsyncScript
 from .events import events_channel
 from .queue import wake_channel
 from .redis import UNAVAILABLE_ERRORS
+from .task_context import task_log_context
+from .task_metrics import PICKUPS_KEY, TaskMetricsStore, pickup_lua
 from .task_state import PROGRESS_KEY_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -62,8 +67,10 @@ class Leases:
 
 # A worker's claim on a task: only if no worker holds it and it is still on the queue and due,
 # as arq checks. It holds for the lease (ARGV[3] ms), starts the task's progress over and tells
-# its followers it started. Returns the task's score (when it was due), or 0.
-CLAIM_SCRIPT = """
+# its followers it started, and counts how long it waited after it was due (KEYS[5]). Returns
+# the task's score (when it was due) and its try, or 0.
+CLAIM_SCRIPT = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return 0
 end
@@ -78,8 +85,13 @@ redis.call('PUBLISH', ARGV[4], cjson.encode({
     task_id = ARGV[1], status = 'in_progress', progress = cjson.null, event = 'started',
     data = {try = try}, ts = tonumber(ARGV[2]) / 1000
 }))
-return score
+local queue, pickups_key, waited_ms = KEYS[2], KEYS[5], tonumber(ARGV[2]) - tonumber(score)
 """
+    + pickup_lua()
+    + """
+return {score, try}
+"""
+)
 
 
 class Worker(arq.worker.Worker):
@@ -112,6 +124,8 @@ class Worker(arq.worker.Worker):
         self._leases: Leases | None = None
         self._background: list[asyncio.Task[None]] = []
         self._started_some = False
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
+        self._metrics: TaskMetricsStore | None = None
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Start the tasks of `job_ids` that no other worker holds, as slots free up. arq
@@ -125,21 +139,26 @@ class Worker(arq.worker.Worker):
                 self.sem.release()
                 return
             job_id = raw_id.decode()
-            score = await self._claim(
+            claimed = await self._claim(
                 keys=[
                     in_progress_key_prefix + job_id,
                     self.queue_name,
                     PROGRESS_KEY_PREFIX + job_id,
                     retry_key_prefix + job_id,
+                    PICKUPS_KEY,
                 ],
                 args=[job_id, int(time.time() * 1000), self.lease_ms, events_channel(job_id)],
                 client=self.pool,
             )
-            if not score:  # running elsewhere, finished, or deferred again meanwhile
+            if not claimed:  # running elsewhere, finished, or deferred again meanwhile
                 self.sem.release()
                 continue
+            score, job_try = claimed
             self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task = self.loop.create_task(
+                self.run_job(job_id, int(float(score))),
+                context=task_log_context(job_id, self.queue_name, job_try),
+            )
             task.add_done_callback(self._slot_freed)
             self.tasks[job_id] = task
             self._leases.take(job_id, task)
@@ -162,6 +181,7 @@ class Worker(arq.worker.Worker):
         if self._leases is None:
             self._claim = self.pool.register_script(CLAIM_SCRIPT)
             self._leases = Leases(self.pool, self.lease_ms)
+            self._metrics = TaskMetricsStore(self.pool)
             self._background = [
                 asyncio.create_task(self._listen(), name="wake-up listener"),
                 asyncio.create_task(self._leases.keep(), name="lease keeper"),
@@ -207,7 +227,21 @@ class Worker(arq.worker.Worker):
                 if message["type"] == "message":
                     self._wake_up.set()
 
+    async def record_health(self) -> None:
+        """arq's heartbeat of the queue (what `--check` reads), and this worker's own, which
+        /metrics counts as a live worker of the queue."""
+        last = self._last_health_check
+        await super().record_health()
+        if self._metrics is not None and self._last_health_check != last:
+            await self._metrics.worker_beat(
+                self.queue_name, self.worker_id, forget_after_s=10 * self.health_check_interval
+            )
+
     async def close(self) -> None:
+        if self._metrics is not None:
+            with suppress(*UNAVAILABLE_ERRORS):
+                await self._metrics.worker_gone(self.queue_name, self.worker_id)
+            self._metrics = None
         for task in self._background:
             task.cancel()
             with suppress(asyncio.CancelledError):

@@ -1,59 +1,93 @@
-"""Prometheus text for `GET /metrics`: queue depths, tasks in progress, outcomes, durations."""
+"""`GET /metrics`: the task layer's numbers, kept in Redis, as prometheus-client renders them.
 
-from collections.abc import Iterable
+A collector over one snapshot (`TaskMetrics`, read once per scrape): every API process
+reports the same numbers, whichever the scraper reaches.
+"""
 
-from ..infrastructure.task_metrics import DURATION_BUCKETS_S, TaskMetrics
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from ..infrastructure.task_metrics import Histogram, TaskMetrics
 
 
-def _labels(**labels: str) -> str:
-    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
-    return "{" + inner + "}" if inner else ""
+class Snapshot(Collector):
+    """The metric families of one `TaskMetrics`."""
+
+    def __init__(self, metrics: TaskMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        depth = GaugeMetricFamily(
+            "tasks_queue_depth", "Tasks waiting on a queue (queued or deferred).", labels=["queue"]
+        )
+        for queue, count in sorted(m.depths.items()):
+            depth.add_metric([queue], count)
+        yield depth
+        yield GaugeMetricFamily(
+            "tasks_in_progress", "Tasks running now, on all workers.", value=m.in_progress
+        )
+        workers = GaugeMetricFamily(
+            "tasks_workers_alive",
+            "Workers of a queue that sent a heartbeat within two heartbeat intervals.",
+            labels=["queue"],
+        )
+        for queue, count in sorted(m.workers.items()):
+            workers.add_metric([queue], count)
+        yield workers
+        submitted = CounterMetricFamily(
+            "tasks_submitted", "Tasks enqueued, by task.", labels=["task"]
+        )
+        for task, count in sorted(m.submissions.items()):
+            submitted.add_metric([task], count)
+        yield submitted
+        tries = CounterMetricFamily(
+            "tasks",
+            "Task tries by outcome: complete, failed, retried or cancelled.",
+            labels=["task", "outcome"],
+        )
+        for (task, outcome), count in sorted(m.outcomes.items()):
+            tries.add_metric([task, outcome], count)
+        yield tries
+        yield histogram("tasks_duration_seconds", "How long task tries ran.", "task", m.durations)
+        yield histogram(
+            "tasks_pickup_latency_seconds",
+            "How long tasks waited from due (enqueued, or deferred until) to their start.",
+            "queue",
+            m.pickups,
+        )
+        yield GaugeMetricFamily(
+            "tasks_dead_letters",
+            "Tasks that failed for good and are kept for inspection and retry.",
+            value=m.dead_letters,
+        )
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def histogram(
+    name: str, documentation: str, label: str, by_label: dict[str, Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=[label])
+    for value, counts in sorted(by_label.items()):
+        cumulative, buckets = 0, []
+        for bound in sorted(counts.buckets):
+            cumulative += counts.buckets[bound]
+            buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
+        if not buckets or buckets[-1][0] != "+Inf":
+            buckets.append(("+Inf", counts.count))
+        family.add_metric([value], buckets, counts.sum_s)
+    return family
 
 
-def _bound(bucket_s: float) -> str:
-    return "+Inf" if bucket_s == float("inf") else f"{bucket_s:g}"
-
-
-def render(metrics: TaskMetrics) -> str:
-    """The metrics in Prometheus' text exposition format (version 0.0.4)."""
-    lines: list[str] = []
-
-    def family(name: str, kind: str, text: str, samples: Iterable[str]) -> None:
-        lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples])
-
-    family(
-        "tasks_queue_depth",
-        "gauge",
-        "Tasks waiting on a queue (queued or deferred).",
-        (f"tasks_queue_depth{_labels(queue=q)} {n}" for q, n in sorted(metrics.depths.items())),
-    )
-    family(
-        "tasks_in_progress",
-        "gauge",
-        "Tasks running now, on all workers.",
-        [f"tasks_in_progress {metrics.in_progress}"],
-    )
-    family(
-        "tasks_total",
-        "counter",
-        "Task tries by outcome: complete, failed, retried or cancelled.",
-        (
-            f"tasks_total{_labels(task=task, outcome=outcome)} {count}"
-            for (task, outcome), count in sorted(metrics.outcomes.items())
-        ),
-    )
-    samples: list[str] = []
-    for task, histogram in sorted(metrics.durations.items()):
-        cumulative = 0
-        for bucket_s in DURATION_BUCKETS_S:
-            cumulative += histogram.buckets.get(bucket_s, 0)
-            labels = _labels(task=task, le=_bound(bucket_s))
-            samples.append(f"tasks_duration_seconds_bucket{labels} {cumulative}")
-        samples.append(f"tasks_duration_seconds_sum{_labels(task=task)} {histogram.sum_s}")
-        samples.append(f"tasks_duration_seconds_count{_labels(task=task)} {histogram.count}")
-    family("tasks_duration_seconds", "histogram", "How long task tries ran.", samples)
-    return "\n".join(lines) + "\n"
+def render(metrics: TaskMetrics) -> bytes:
+    """The text exposition format, by prometheus-client."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot(metrics))
+    return generate_latest(registry)

@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("args", postgresql.JSONB(), nullable=False),
         sa.Column("kwargs", postgresql.JSONB(), nullable=False),
         sa.Column("defer_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("meta", postgresql.JSONB(), nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),

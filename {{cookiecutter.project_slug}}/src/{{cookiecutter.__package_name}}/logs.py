@@ -1,0 +1,75 @@
+"""Logging for the API and the workers: one JSON object per line (readable lines in
+development), from our loggers and uvicorn's and arq's alike, each carrying the context bound
+for the request or task at hand (`request_id`; in workers `task_id`, `task_name`, `try`,
+`queue`).
+
+Code logs with the standard library (`logging.getLogger(__name__)`); context is bound with
+`structlog.contextvars` and follows the asyncio task, so concurrent requests and tasks never
+mix theirs.
+"""
+
+import logging
+import sys
+
+import structlog
+from structlog.typing import Processor
+
+from .settings import Settings
+
+HANDLER_NAME = "{{ cookiecutter.__package_name }}"
+# Libraries that install handlers of their own: their records go through ours instead.
+FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access"{% if cookiecutter.cache_backend != "none" %}, "arq"{% endif %})
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is when a record comes, not as it was when the handler was
+    made (pytest swaps it per test; a record logged at exit would find a closed stream)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def configure_logging(settings: Settings{% if cookiecutter.cache_backend != "none" %}, *, verbose: bool = False{% endif %}) -> None:
+    """Send every record to stderr through one handler, as JSON or for the console
+    (`LOG_FORMAT`, by default JSON outside development). Called again, it replaces its own
+    handler and leaves any other (pytest's) in place."""
+    context: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+    ]
+    rendering: list[Processor]
+    if settings.log_json:
+        rendering = [
+            structlog.processors.format_exc_info,
+            structlog.processors.EventRenamer("message"),
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        rendering = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=context,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
+    )
+    handler = StderrHandler()
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [each for each in root.handlers if each.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    for name in FOREIGN_LOGGERS:
+        foreign = logging.getLogger(name)
+        foreign.handlers.clear()
+        foreign.propagate = True
+{%- if cookiecutter.cache_backend != "none" %}
+    # arq logs each task's start and end at INFO, and more with --verbose.
+    logging.getLogger("arq").setLevel(logging.DEBUG if verbose else logging.INFO)
+{%- endif %}
