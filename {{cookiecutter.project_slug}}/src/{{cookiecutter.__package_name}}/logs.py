@@ -8,17 +8,28 @@ Code logs with the standard library (`logging.getLogger(__name__)`); context is 
 mix theirs.
 """
 
+import contextvars
 import logging
 import sys
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
 
 from .settings import Settings
 
 HANDLER_NAME = "{{ cookiecutter.__package_name }}"
+# The id of the request being served (api/request_id.py){% if cookiecutter.cache_backend != "none" %}, or of the one that enqueued the task
+# being run{% endif %}: on every log line as `request_id`.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 # Libraries that install handlers of their own: their records go through ours instead.
 FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access"{% if cookiecutter.cache_backend != "none" %}, "arq"{% endif %})
+
+
+def add_request_id(_: object, __: str, event: EventDict) -> EventDict:
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
+    return event
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -39,6 +50,7 @@ def configure_logging(settings: Settings{% if cookiecutter.cache_backend != "non
     (`LOG_FORMAT`, by default JSON outside development). Called again, it replaces its own
     handler and leaves any other (pytest's) in place."""
     context: list[Processor] = [
+        add_request_id,
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

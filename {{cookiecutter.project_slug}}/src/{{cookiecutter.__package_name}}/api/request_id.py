@@ -1,12 +1,13 @@
 """Every request gets an id: the caller's `X-Request-ID` when it is a sane one, else a new
-one. It is bound to the logs of the request (and of the tasks it enqueues) and sent back in
-the response's `X-Request-ID`."""
+one. It is on every log line of the request{% if cookiecutter.cache_backend != "none" %} (and of the tasks it enqueues){% endif %}, and sent back in the
+response's `X-Request-ID`."""
 
 import re
 from uuid import uuid4
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.contextvars import bound_contextvars
+
+from ..logs import REQUEST_ID
 
 HEADER = b"x-request-id"
 # What a proxy or client may choose: short, and nothing that could forge a log line.
@@ -31,5 +32,8 @@ class RequestId:
                 message["headers"] = [*message.get("headers", []), (HEADER, request_id.encode())]
             await send(message)
 
-        with bound_contextvars(request_id=request_id):
+        token = REQUEST_ID.set(request_id)
+        try:
             await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)

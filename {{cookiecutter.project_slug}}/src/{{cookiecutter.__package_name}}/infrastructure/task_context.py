@@ -15,9 +15,10 @@ import contextvars
 from typing import Any
 
 from opentelemetry import context, propagate
-from structlog.contextvars import bind_contextvars, get_contextvars
+from structlog.contextvars import bind_contextvars
 
 from .. import tracing
+from ..logs import REQUEST_ID
 from .serialization import deserialize, serialize
 
 META_KEY = "m"
@@ -28,8 +29,8 @@ def current_meta() -> Meta:
     """The context of the code enqueuing now, to travel with its task: its request id and,
     when traces are exported, its trace context (`traceparent`)."""
     meta: Meta = {}
-    request_id = get_contextvars().get("request_id")
-    if isinstance(request_id, str):
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
         meta["request_id"] = request_id
     if tracing.enabled():
         propagate.inject(meta)
@@ -68,7 +69,7 @@ def read_job(data: bytes) -> Any:
         meta = meta if isinstance(meta, dict) else {}
         bind_contextvars(task_name=job.get("f"))
         if isinstance(meta.get("request_id"), str):
-            bind_contextvars(request_id=meta["request_id"])
+            REQUEST_ID.set(meta["request_id"])  # its logs, and the tasks it enqueues
         if tracing.enabled():
             # The try's spans become children of the enqueuing span (tracing.task_span).
             context.attach(propagate.extract(meta))
