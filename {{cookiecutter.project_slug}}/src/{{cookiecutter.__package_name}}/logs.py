@@ -3,9 +3,9 @@ development), from our loggers and uvicorn's and arq's alike, each carrying the 
 for the request or task at hand (`request_id`; in workers `task_id`, `task_name`, `try`,
 `queue`).
 
-Code logs with the standard library (`logging.getLogger(__name__)`); context is bound with
-`structlog.contextvars` and follows the asyncio task, so concurrent requests and tasks never
-mix theirs.
+Code logs with the standard library (`logging.getLogger(__name__)`). The request id is one
+context variable, `REQUEST_ID`; other context is bound with `structlog.contextvars`. Both follow
+the asyncio task, so concurrent requests and tasks never mix theirs.
 """
 
 import contextvars
