@@ -4,13 +4,10 @@ context{% if cookiecutter.cache_backend != "none" %}, a task's lines tied to the
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
+{%- if cookiecutter.cache_backend != "none" %}
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+{%- endif %}
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +17,23 @@ import pytest
 
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from .support import TEST_API_KEY, TEST_KEY, bearer
+from .support import (
+    PROCESS_DEADLINE_S,
+    TEST_API_KEY,
+    TEST_KEY,
+    api_command,
+    bearer,
+    free_port,
+    running,
+    wait_until_live,
+)
+{%- else %}
+
+from .support import api_command, free_port, running, wait_until_live
 {%- endif %}
 
-DEADLINE_S = 30.0
-SERVICE = "{{ cookiecutter.__package_name }}"
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 REQUEST_ID = "order-42.retry:1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def read_lines(log: Path) -> list[dict[str, Any]]:
@@ -42,38 +42,6 @@ def read_lines(log: Path) -> list[dict[str, Any]]:
     for line in lines:
         assert {"time", "level", "logger", "message"} <= set(line), line
     return lines
-
-
-@contextmanager
-def process(command: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
-    """Run `command` with its output in `log`; SIGTERM it (as a deployment stops it) after."""
-    with log.open("wb") as out:
-        started = subprocess.Popen(command, env=env, cwd=log.parent, stdout=out, stderr=out)
-    try:
-        yield
-    finally:
-        started.send_signal(signal.SIGTERM)
-        try:
-            started.wait(timeout=DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            started.kill()
-            started.wait()
-
-
-def api(port: int) -> list[str]:
-    app = f"{SERVICE}.main:create_app"
-    return [sys.executable, "-m", "uvicorn", "--factory", app, "--port", str(port)]
-
-
-def wait_until_live(base: str, log: Path) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/live").status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    pytest.fail(log.read_text())
 
 
 def environment(**overrides: str) -> dict[str, str]:
@@ -92,7 +60,7 @@ def test_the_api_writes_json_lines_with_the_request_id(tmp_path: Path) -> None:
     env = environment(ENVIRONMENT="test")
 {%- endif %}
     base = f"http://127.0.0.1:{port}"
-    with process(api(port), env, log):
+    with running(api_command(port), env, log):
         wait_until_live(base, log)
         given = httpx.get(f"{base}/health/live", headers={"X-Request-ID": REQUEST_ID})
         assert given.headers["X-Request-ID"] == REQUEST_ID
@@ -114,7 +82,7 @@ def test_development_writes_readable_lines(tmp_path: Path) -> None:
     `request_id=...`."""
     port, log = free_port(), tmp_path / "api.log"
     base = f"http://127.0.0.1:{port}"
-    with process(api(port), environment(ENVIRONMENT="development"), log):
+    with running(api_command(port), environment(ENVIRONMENT="development"), log):
         wait_until_live(base, log)
         httpx.get(f"{base}/health/live", headers={"X-Request-ID": REQUEST_ID})
     text = log.read_text()
@@ -139,9 +107,9 @@ def test_a_task_s_lines_carry_the_request_that_enqueued_it(
         API_KEYS=TEST_API_KEY.entry,
     )
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
-    worker = [sys.executable, "-m", f"{SERVICE}.worker"]
+    worker = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"]
     base = f"http://127.0.0.1:{port}"
-    with process(api(port), env, api_log), process(worker, env, worker_log):
+    with running(api_command(port), env, api_log), running(worker, env, worker_log):
         wait_until_live(base, api_log)
         headers = {**bearer(TEST_KEY), "X-Request-ID": REQUEST_ID}
         body = {"name": "example_task", "args": {"message": "logged", "steps": 1, "delay_s": 0}}
@@ -149,7 +117,7 @@ def test_a_task_s_lines_carry_the_request_that_enqueued_it(
         assert submitted.status_code == 202, submitted.text
         task_id = submitted.json()["task_id"]
         status_url = f"{base}{submitted.headers['Location']}"
-        deadline = time.monotonic() + DEADLINE_S
+        deadline = time.monotonic() + PROCESS_DEADLINE_S
         while httpx.get(status_url, headers=headers).json()["status"] != "complete":
             assert time.monotonic() < deadline, worker_log.read_text()
             time.sleep(0.05)

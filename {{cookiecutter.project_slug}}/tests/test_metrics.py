@@ -24,7 +24,7 @@ from {{ cookiecutter.__package_name }}.services.metrics import render
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TASKS, TaskSpec
 
-from .support import serve
+from .support import TEST_KEY, serve
 
 
 async def breaks(ctx: dict[str, Any]) -> None:
@@ -117,13 +117,11 @@ async def test_live_workers_are_counted_per_queue(
 
 async def test_with_a_metrics_token_only_its_bearer_reads_the_metrics(settings: Settings) -> None:
     """It answers 401 with WWW-Authenticate to a scraper without METRICS_TOKEN, or with
-    another token (the operator's included), and the metrics to one bearing it."""
-    token, operator = "a-long-metrics-token-for-tests", "a-long-operator-token-for-tests"
-    settings = settings.model_copy(
-        update={"metrics_token": SecretStr(token), "operator_token": SecretStr(operator)}
-    )
-    async with serve(create_app(settings)) as client:
-        for credential in (None, "wrong", operator, token[:-1]):
+    another credential (an operator's API key included), and the metrics to one bearing it."""
+    token = "a-long-metrics-token-for-tests"
+    settings = settings.model_copy(update={"metrics_token": SecretStr(token)})
+    async with serve(create_app(settings), key=None) as client:
+        for credential in (None, "wrong", TEST_KEY, token[:-1]):
             headers = {"Authorization": f"Bearer {credential}"} if credential else {}
             refused = await client.get("/metrics", headers=headers)
             assert refused.status_code == 401, credential

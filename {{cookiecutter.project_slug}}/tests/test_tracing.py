@@ -6,14 +6,12 @@ import asyncio
 {% endif -%}
 import os
 import secrets
-import signal
-import socket
-import subprocess
+{%- if cookiecutter.cache_backend != "none" %}
 import sys
+{%- endif %}
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,11 +34,20 @@ from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tracing import TracingSettingsError, configure_tracing
 {%- if cookiecutter.cache_backend != "none" %}
 
-from .support import TEST_API_KEY, TEST_KEY, bearer
-{%- endif %}
+from .support import (
+    PROCESS_DEADLINE_S,
+    TEST_API_KEY,
+    TEST_KEY,
+    api_command,
+    bearer,
+    free_port,
+    running,
+    wait_until_live,
+)
+{%- else %}
 
-DEADLINE_S = 30.0
-SERVICE = "{{ cookiecutter.__package_name }}"
+from .support import PROCESS_DEADLINE_S, api_command, free_port, running, wait_until_live
+{%- endif %}
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ class Receiver:
         return [span for span in self.spans if span.name == name]
 
     def wait_for(self, *names: str) -> None:
-        deadline = time.monotonic() + DEADLINE_S
+        deadline = time.monotonic() + PROCESS_DEADLINE_S
         while not all(self.named(name) for name in names):
             assert time.monotonic() < deadline, (names, self.spans)
             time.sleep(0.05)
@@ -112,40 +119,6 @@ def receiver() -> Iterator[Receiver]:
     yield started
     started.server.shutdown()
     started.server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def process(command: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
-    """Run `command`; SIGTERM it after, which also sends the spans it still holds."""
-    with log.open("wb") as out:
-        started = subprocess.Popen(command, env=env, cwd=log.parent, stdout=out, stderr=out)
-    try:
-        yield
-    finally:
-        started.send_signal(signal.SIGTERM)
-        try:
-            started.wait(timeout=DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            started.kill()
-            started.wait()
-
-
-def wait_until_live(base: str, log: Path) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/live").status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    pytest.fail(log.read_text())
 
 
 def traced_environment(receiver: Receiver, **settings: str) -> dict[str, str]:
@@ -191,12 +164,11 @@ async def test_one_trace_from_the_request_to_the_task_s_try_in_the_worker(
     )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    api = [sys.executable, "-m", "uvicorn", "--factory", f"{SERVICE}.main:create_app"]
-    worker = [sys.executable, "-m", f"{SERVICE}.worker"]
+    worker = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"]
     traceparent, trace_id, caller_span = caller_trace()
     with (
-        process([*api, "--port", str(port)], env, tmp_path / "api.log"),
-        process(worker, env, tmp_path / "worker.log"),
+        running(api_command(port), env, tmp_path / "api.log"),
+        running(worker, env, tmp_path / "worker.log"),
     ):
         wait_until_live(base, tmp_path / "api.log")
         headers = {**bearer(TEST_KEY), "traceparent": traceparent}
@@ -207,13 +179,13 @@ async def test_one_trace_from_the_request_to_the_task_s_try_in_the_worker(
         # As a plain client would: no context travels with this one.
         plain = await task_queue.enqueue("example_task", message="plain", steps=1, delay_s=0)
         for task_id in (submitted.json()["task_id"], plain):
-            deadline = time.monotonic() + DEADLINE_S
+            deadline = time.monotonic() + PROCESS_DEADLINE_S
             while (state := await task_queue.state(str(task_id))) is None or not state.finished:
                 assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
                 await asyncio.sleep(0.05)
             assert state.status == "complete"
         receiver.wait_for("POST /api/v1/tasks", "task example_task", "task wait")
-        deadline = time.monotonic() + DEADLINE_S
+        deadline = time.monotonic() + PROCESS_DEADLINE_S
         while len(receiver.named("task example_task")) < 2:
             assert time.monotonic() < deadline, receiver.spans
             await asyncio.sleep(0.05)
@@ -236,9 +208,8 @@ def test_the_request_span_continues_the_caller_s_trace(receiver: Receiver, tmp_p
     """The API's span for a request is a child of the caller's, named by its route."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    api = [sys.executable, "-m", "uvicorn", "--factory", f"{SERVICE}.main:create_app"]
     traceparent, trace_id, caller_span = caller_trace()
-    with process([*api, "--port", str(port)], traced_environment(receiver), tmp_path / "api.log"):
+    with running(api_command(port), traced_environment(receiver), tmp_path / "api.log"):
         wait_until_live(base, tmp_path / "api.log")
         httpx.get(f"{base}/health/ready", headers={"traceparent": traceparent})
         receiver.wait_for("GET /health/ready")
