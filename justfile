@@ -21,3 +21,7 @@ lint:
     ruff check .
     ruff format --check .
     mypy
+
+# Remake the console's screenshots in the rendered docs (docs/images) from a run in Chromium
+screenshots:
+    python scripts/console_screenshots.py

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import filecmp
+import fnmatch
 import hashlib
+import json
 import re
 import tomllib
 from collections.abc import Callable
@@ -16,8 +18,10 @@ from conftest import ROOT, Combo, combo_params, rendered_files, run, tool
 from cookiecutter.main import cookiecutter
 
 # Anything Jinja or cookiecutter left unrendered. No rendered file needs `{{` or `{%` for its
-# own syntax (the justfile uses positional arguments, the workflow no expressions).
+# own syntax (the justfile uses positional arguments, the workflow no expressions), but the
+# console's own Jinja templates, which cookiecutter copies as they are.
 LEFTOVER = re.compile(r"\{\{|\{%|\{#|%\}|cookiecutter\.")
+COPIED_AS_IS = json.loads((ROOT / "cookiecutter.json").read_text())["_copy_without_render"]
 
 COMMON = {
     ".dockerignore",
@@ -60,35 +64,59 @@ COMMON = {
     "tests/test_tracing.py",
     "tests/support.py",
 }
+CONSOLE_TEMPLATES = (
+    "_pager",
+    "base",
+    "confirm",
+    "dead_letters",
+    "fragment",
+    "overview",
+    "sign_in",
+    "task",
+    "tasks",
+)
+CONSOLE_PICTURES = ("dead-letters", "overview", "sign-in", "task", "task-queued", "tasks")
 BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
     (
         lambda combo: combo.has_tasks,
         {
             "docs/benchmarks.md",
+            "docs/console.md",
+            *(f"docs/images/console-{name}.png" for name in CONSOLE_PICTURES),
             "src/{pkg}/access.py",
             "src/{pkg}/api/auth.py",
+            "src/{pkg}/api/console.py",
+            "src/{pkg}/api/console_session.py",
             "src/{pkg}/api/errors.py",
             "src/{pkg}/api/events.py",
             "src/{pkg}/api/metrics.py",
             "src/{pkg}/api/tasks.py",
+            "src/{pkg}/console/static/console.css",
+            "src/{pkg}/console/static/console.js",
+            "src/{pkg}/console/static/favicon.svg",
+            *(f"src/{{pkg}}/console/templates/{name}.html" for name in CONSOLE_TEMPLATES),
             "src/{pkg}/devtools/__init__.py",
             "src/{pkg}/devtools/bench.py",
+            "src/{pkg}/devtools/bench_console.py",
             "src/{pkg}/devtools/dev.py",
             "src/{pkg}/devtools/embedded_redis.py",
             "src/{pkg}/infrastructure/dead_letters.py",
             "src/{pkg}/infrastructure/enqueue_script.py",
             "src/{pkg}/infrastructure/events.py",
+            "src/{pkg}/infrastructure/live_tasks.py",
             "src/{pkg}/infrastructure/oidc.py",
             "src/{pkg}/infrastructure/queue.py",
             "src/{pkg}/infrastructure/redis.py",
             "src/{pkg}/infrastructure/serialization.py",
             "src/{pkg}/infrastructure/sessions.py",
             "src/{pkg}/infrastructure/task_context.py",
+            "src/{pkg}/infrastructure/task_history.py",
             "src/{pkg}/infrastructure/task_metrics.py",
             "src/{pkg}/infrastructure/task_state.py",
             "src/{pkg}/infrastructure/tasks.py",
             "src/{pkg}/infrastructure/worker_loop.py",
             "src/{pkg}/keys.py",
+            "src/{pkg}/services/console.py",
             "src/{pkg}/services/metrics.py",
             "src/{pkg}/services/tasks.py",
             "src/{pkg}/tasks/__init__.py",
@@ -98,6 +126,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/worker.py",
             "tests/test_access.py",
             "tests/test_bench.py",
+            "tests/test_console.py",
             "tests/test_cron.py",
             "tests/test_dead_letters.py",
             "tests/test_dev.py",
@@ -211,7 +240,12 @@ def test_no_leftovers(combo: Combo, bake: Callable[[Combo], Path]) -> None:
     """It leaves no template markers, empty folders or bytecode."""
     project = bake(combo)
     for path in rendered_files(project):
+        if path.suffix == ".png":
+            continue
         text = path.read_text()
+        if any(fnmatch.fnmatch(str(path.relative_to(project)), glob) for glob in COPIED_AS_IS):
+            assert "cookiecutter." not in text, path
+            continue
         match = LEFTOVER.search(text)
         assert match is None, (
             f"{path.relative_to(project)}: {text[match.start() - 40 : match.end() + 40]!r}"

@@ -35,9 +35,25 @@ def test_only_the_task_layer_imports_arq() -> None:
     }
     task_layer = {
         f"infrastructure/{name}.py"
-        for name in ("queue", "tasks", "worker_loop", "task_state", "dead_letters", "task_metrics")
+        for name in (
+            "queue",
+            "tasks",
+            "worker_loop",
+            "task_state",
+            "dead_letters",
+            "task_metrics",
+            "task_history",
+            "live_tasks",
+        )
     }
     assert importers == {*task_layer, "devtools/bench.py"}
+
+
+def test_the_console_reaches_data_through_its_service_only() -> None:
+    """The console's routes hand its templates what services/console.py returns: they import
+    nothing of infrastructure/, so no page reads Redis keys itself."""
+    for module in ("api/console.py", "api/console_session.py"):
+        assert not any("infrastructure" in name for name in modules()[module]), module
 
 
 def test_tasks_never_import_the_http_layer() -> None:

@@ -18,11 +18,13 @@ def test_bench_runs_every_measure_and_prints_its_table() -> None:
     env.pop("DATABASE_URL", None)
 {%- endif %}
     counts = ["--requests", "20", "--tasks", "20", "--pickups", "5", "--recoveries", "1"]
+    counts += ["--console-tasks", "120", "--console-dead-letters", "30"]
     done = subprocess.run(
         [*BENCH, *counts], env=env, capture_output=True, text=True, timeout=240, check=False
     )
     assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    tables = done.stdout.split("\n\n")
+    rows = [line for line in tables[1].splitlines() if line.startswith("| ")]
     measures = [row.split(" | ")[0].removeprefix("| ") for row in rows[1:]]
     for clients in ("1 client", "4 clients", "50 clients"):
         for measure in ("requests/s", "p50 ms", "p99 ms"):
@@ -37,6 +39,13 @@ def test_bench_runs_every_measure_and_prints_its_table() -> None:
     for row in rows[2:]:
         generated = row.split(" | ")[1]
         assert float(generated.split(",")[0].replace(",", "")) > 0, row
+    console = "\n\n".join(tables[2:])
+    assert console.startswith("Operator console: 120 finished tasks, 30 dead letters")
+    lines = [line for line in console.splitlines() if line.startswith("| ")]
+    pages = [line.split(" | ")[0].removeprefix("| ") for line in lines[1:]]
+    assert "overview" in pages
+    assert "complete, page 3 (the last)" in pages
+    assert "dead letters of one task name" in pages
 
 
 @pytest.mark.parametrize("argument", ["--requests", "--tasks", "--pickups"])

@@ -16,12 +16,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from {{ cookiecutter.__package_name }}.api.console_session import (
+    SESSION_COOKIE,
+    SESSION_PREFIX,
+)
 from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
 from {{ cookiecutter.__package_name }}.infrastructure import oidc
+from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 from .support import serve
+from .test_console import cookie, sign_in
 
 ISSUER = "https://id.example.test/"
 AUDIENCE = "{{ cookiecutter.project_slug }}"
@@ -211,3 +217,18 @@ async def test_an_unreachable_jwks_gives_503_with_retry_after(settings: Settings
 def test_jwt_settings_come_together() -> None:
     with pytest.raises(ValueError, match="AUTH_JWT_AUDIENCE, AUTH_JWKS_URL must be set too"):
         Settings(auth_jwt_issuer=ISSUER, _env_file=None)
+
+
+async def test_an_operator_token_signs_in_to_the_console_until_it_expires(
+    api: tuple[httpx.AsyncClient, Jwks], task_queue: TaskQueue
+) -> None:
+    client, keys = api
+    reader = await sign_in(client, keys.token())
+    assert "does not have the operator scope" in reader.text
+    expires = int(time.time()) + 120
+    operator = await sign_in(client, keys.token(sub="ops-1", scope="operator", exp=expires))
+    assert operator.status_code == 303
+    session = cookie(SESSION_COOKIE, operator.cookies[SESSION_COOKIE])
+    assert (await client.get("/console", headers=session)).status_code == 200
+    [stored] = await task_queue.pool.keys(f"{SESSION_PREFIX}*")
+    assert 100 < await task_queue.pool.ttl(stored) <= 120  # the token's, not the 8-hour default

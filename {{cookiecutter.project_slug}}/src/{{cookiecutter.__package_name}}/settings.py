@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     task_submit_rate_window_s: float = Field(default=60.0, gt=0)
     # Tasks that failed for good are kept for inspection and retry, the newest this many.
     task_dead_letter_max: int = Field(default=10_000, gt=0)
+    # The operator console (/console) lists finished tasks for CONSOLE_HISTORY_S, the newest
+    # CONSOLE_HISTORY_MAX at most (about 1.6 KB of Redis memory each), and keeps an operator
+    # signed in for CONSOLE_SESSION_TTL_S.
+    console_history_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    console_history_max: int = Field(default=100_000, gt=0)
+    console_session_ttl_s: int = Field(default=8 * 3600, gt=0)
     # API keys, comma-separated `NAME:SCOPE+SCOPE:SHA256` entries, made by
     # `just key NAME --scope SCOPE` (python -m <package>.keys create ...).
     api_keys: Annotated[list[ApiKey], NoDecode] = []

@@ -65,6 +65,7 @@ from ..infrastructure.worker_loop import Worker
 {%- endif %}
 from ..settings import Settings
 from ..tasks.registry import TaskSpec
+from .bench_console import console_table, measure_console
 {%- if cookiecutter.__database == "postgres" %}
 from .embedded_postgres import EmbeddedPostgres
 {%- endif %}
@@ -552,22 +553,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=5_000, help="no-op tasks per worker")
     parser.add_argument("--pickups", type=int, default=200, help="tasks timed one at a time")
     parser.add_argument("--recoveries", type=int, default=3, help="workers killed mid-task")
+    parser.add_argument(
+        "--console-tasks", type=int, default=50_000, help="finished tasks the console lists"
+    )
+    parser.add_argument("--console-dead-letters", type=int, default=10_000, help="and dead letters")
     parser.add_argument("--worker", choices=[GENERATED, *ARQ_WORKERS], help=argparse.SUPPRESS)
     parser.add_argument("--burst", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_bench_worker(args.worker, burst=args.burst)
         return 0
-    for name in ("requests", "tasks", "pickups"):
+    for name in ("requests", "tasks", "pickups", "console_tasks", "console_dead_letters"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
 {%- if cookiecutter.__database == "postgres" %}
     with EmbeddedRedis(port=free_port()) as server, EmbeddedPostgres() as database:
         command.upgrade(alembic_config(database.url), "head")
         results = asyncio.run(run(server.url, database.url, args))
+        env = {**os.environ, "REDIS_URL": server.url, "DATABASE_URL": database.url}
+        console = measure_console(env, args.console_tasks, args.console_dead_letters)
 {%- else %}
     with EmbeddedRedis(port=free_port()) as server:
         results = asyncio.run(run(server.url, args))
+        env = {**os.environ, "REDIS_URL": server.url}
+        console = measure_console(env, args.console_tasks, args.console_dead_letters)
 {%- endif %}
     settings = Settings(redis_url=server.url)
     print(
@@ -577,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.pickups} pickups.\n"
     )
     print(table(results, settings))
+    print()
+    print(console_table(console))
     return 0
 
 

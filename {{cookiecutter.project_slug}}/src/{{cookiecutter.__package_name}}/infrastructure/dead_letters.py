@@ -1,6 +1,7 @@
 """Tasks that failed for good, kept where operators can list and retry them."""
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,8 +12,9 @@ from arq.jobs import deserialize_result
 
 from .serialization import deserialize, serialize
 
-# A sorted set of the ids by when they failed, and one JSON record each.
+# A sorted set of the ids by when they failed, one per task name, and one JSON record each.
 DEAD_LETTERS_KEY = "task:dead-letters"
+DEAD_LETTERS_BY_NAME_PREFIX = "task:dead-letters:name:"
 DEAD_LETTER_PREFIX = "task:dead-letter:"
 
 
@@ -45,38 +47,72 @@ class DeadLetterStore:
         if not result_raw:
             return
         result = deserialize_result(result_raw, deserializer=deserialize)
-        record = {
-            "task_id": task_id,
-            "name": result.function,
-            "args": result.kwargs,
-            "positional_args": list(result.args),
-            "error": str(result.result),
-            "traceback": traceback,
-            "tries": result.job_try,
-            "queue": result.queue_name,
-            "enqueued_at": result.enqueue_time.isoformat(),
-            "failed_at": result.finish_time.isoformat(),
-        }
+        await self.add(
+            {
+                "task_id": task_id,
+                "name": result.function,
+                "args": result.kwargs,
+                "positional_args": list(result.args),
+                "error": str(result.result),
+                "traceback": traceback,
+                "tries": result.job_try,
+                "queue": result.queue_name,
+                "enqueued_at": result.enqueue_time.isoformat(),
+                "failed_at": result.finish_time.isoformat(),
+            }
+        )
+
+    async def add(self, record: dict[str, Any]) -> None:
+        """Keep a dead letter (the fields of `DeadLetter`, times in ISO 8601), dropping the
+        oldest past `keep`."""
+        task_id = record["task_id"]
+        # Ordered by when it was recorded, to the microsecond: tries that fail within one
+        # millisecond (arq's resolution) still list newest first.
+        now = time.time()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(DEAD_LETTER_PREFIX + task_id, serialize(record))
-            # Ordered by when it was recorded, to the microsecond: tries that fail within one
-            # millisecond (arq's resolution) still list newest first.
-            pipe.zadd(DEAD_LETTERS_KEY, {task_id: time.time()})
+            pipe.zadd(DEAD_LETTERS_KEY, {task_id: now})
+            pipe.zadd(DEAD_LETTERS_BY_NAME_PREFIX + record["name"], {task_id: now})
             pipe.zrange(DEAD_LETTERS_KEY, 0, -self.keep - 1)
             *_, overflow = await pipe.execute()
         if overflow:
+            old_ids = [old.decode() for old in overflow]
+            old_records = await self.redis.mget([DEAD_LETTER_PREFIX + old for old in old_ids])
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(DEAD_LETTERS_KEY, *overflow)
-                pipe.delete(*(DEAD_LETTER_PREFIX + old.decode() for old in overflow))
+                pipe.zrem(DEAD_LETTERS_KEY, *old_ids)
+                pipe.delete(*(DEAD_LETTER_PREFIX + old for old in old_ids))
+                for old, raw in zip(old_ids, old_records, strict=True):
+                    if raw:
+                        pipe.zrem(DEAD_LETTERS_BY_NAME_PREFIX + deserialize(raw)["name"], old)
                 await pipe.execute()
 
-    async def newest(self, *, limit: int, offset: int = 0) -> list[DeadLetter]:
-        """Dead letters, the most recent first."""
-        ids = await self.redis.zrevrange(DEAD_LETTERS_KEY, offset, offset + limit - 1)
+    async def newest(
+        self, *, limit: int, offset: int = 0, name: str | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters (of task `name`, when given), the most recent first."""
+        key = DEAD_LETTERS_BY_NAME_PREFIX + name if name else DEAD_LETTERS_KEY
+        ids = await self.redis.zrevrange(key, offset, offset + limit - 1)
         if not ids:
             return []
         records = await self.redis.mget([DEAD_LETTER_PREFIX + task_id.decode() for task_id in ids])
         return [_dead_letter(deserialize(raw)) for raw in records if raw]
+
+    async def get(self, task_id: str) -> DeadLetter | None:
+        raw = await self.redis.get(DEAD_LETTER_PREFIX + task_id)
+        return _dead_letter(deserialize(raw)) if raw else None
+
+    async def count(self, name: str | None = None) -> int:
+        return int(
+            await self.redis.zcard(DEAD_LETTERS_BY_NAME_PREFIX + name if name else DEAD_LETTERS_KEY)
+        )
+
+    async def count_by_name(self, names: Sequence[str]) -> dict[str, int]:
+        """How many dead letters each of the task `names` has, for those that have some."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zcard(DEAD_LETTERS_BY_NAME_PREFIX + name)
+            counts = await pipe.execute()
+        return {name: int(count) for name, count in zip(names, counts, strict=True) if count}
 
     async def take(self, task_id: str, *also_delete: str) -> DeadLetter | None:
         """Remove a dead letter, and the keys `also_delete` in the same transaction; the
@@ -86,6 +122,7 @@ class DeadLetterStore:
             return None
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(DEAD_LETTERS_KEY, task_id)
+            pipe.zrem(DEAD_LETTERS_BY_NAME_PREFIX + deserialize(raw)["name"], task_id)
             pipe.delete(DEAD_LETTER_PREFIX + task_id)
             if also_delete:
                 pipe.delete(*also_delete)

@@ -8,7 +8,7 @@ for all its subscribers, subscribed to the channels of the tasks someone follows
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -136,3 +136,39 @@ class TaskEventHub:
                 if inbox.full():
                     inbox.get_nowait()
                 inbox.put_nowait(message["data"])
+
+
+async def task_changes(
+    redis: Redis, wake_channels: Sequence[str], *, batch_s: float, idle_s: float
+) -> AsyncGenerator[set[str]]:
+    """The ids of the tasks that changed (an event of theirs was published), "" standing for
+    a task enqueued or aborted (a message on its queue's wake channel): one batch at most every
+    `batch_s`, and an empty one after `idle_s` without changes. One pub/sub connection of its
+    own, for the operator console; a Redis error ends it (the browser reconnects)."""
+    pubsub = redis.pubsub()
+    loop = asyncio.get_running_loop()
+    try:
+        await pubsub.psubscribe(EVENTS_CHANNEL_PREFIX + "*")
+        await pubsub.subscribe(*wake_channels)
+        changed: set[str] = set()
+        flush_at = idle_at = loop.time() + idle_s
+        while True:
+            wait_s = max(0.0, (flush_at if changed else idle_at) - loop.time())
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_s)
+            if message is not None:
+                channel = message["channel"]
+                channel = channel.decode() if isinstance(channel, bytes) else channel
+                if not changed:
+                    flush_at = loop.time() + batch_s
+                is_event = message["type"] == "pmessage"
+                changed.add(channel.removeprefix(EVENTS_CHANNEL_PREFIX) if is_event else "")
+            now = loop.time()
+            if changed and now >= flush_at:
+                yield changed
+                changed = set()
+                idle_at = now + idle_s
+            elif not changed and now >= idle_at:
+                yield changed
+                idle_at = now + idle_s
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]

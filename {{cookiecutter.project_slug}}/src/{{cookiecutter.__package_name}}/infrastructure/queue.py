@@ -44,8 +44,9 @@ from .outbox import add_to_outbox
 from .redis import close_redis, create_redis
 from .serialization import deserialize, serialize
 from .task_context import Meta, current_meta, job_payload
+from .task_history import TaskHistory
 from .task_metrics import SUBMISSIONS_KEY, TaskMetrics, TaskMetricsStore
-from .task_state import PROGRESS_KEY_PREFIX, TaskState, publish_event, read_task_state
+from .task_state import PROGRESS_KEY_PREFIX, TaskState, read_task_state
 
 # Workers listen here to start a task as soon as it is enqueued, instead of polling for it.
 WAKE_CHANNEL_PREFIX = "task:wake:"
@@ -84,6 +85,9 @@ class TaskQueue:
         self.queues = (settings.task_queue, settings.slow_task_queue)
         self.dead_letter_store = DeadLetterStore(pool, settings.task_dead_letter_max)
         self.metrics_store = TaskMetricsStore(pool)
+        self.history = TaskHistory(
+            pool, keep_s=settings.console_history_s, keep_max=settings.console_history_max
+        )
         self._enqueue_script = pool.register_script(ENQUEUE_SCRIPT)
 
     async def enqueue(
@@ -251,7 +255,8 @@ class TaskQueue:
             await pipe.execute()
         state = await self.state(task_id)
         if state is not None:
-            await publish_event(self.pool, state.as_event())
+            event = serialize(state.as_event())
+            await self.history.try_ended(task_id, event, events_channel(task_id))
 
 
 def open_queue_pool(settings: Settings, *, patient: bool = False) -> ArqRedis:

@@ -5,11 +5,13 @@ claim script), tries by outcome and duration (the end of each try), live workers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
 from .dead_letters import DEAD_LETTERS_KEY
+from .task_history import LUA as HISTORY_LUA
 
 OUTCOMES_KEY = "task:metrics:outcomes"
 DURATIONS_KEY = "task:metrics:durations"
@@ -17,6 +19,8 @@ SUBMISSIONS_KEY = "task:metrics:submissions"
 PICKUPS_KEY = "task:metrics:pickups"
 # One sorted set per queue: each worker's id, scored by its last heartbeat (ms).
 WORKERS_KEY_PREFIX = "task:workers:"
+# What each worker reports of itself with its heartbeat (a hash per worker).
+WORKER_INFO_PREFIX = "task:worker:"
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"))
 PICKUP_BUCKETS_S = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, float("inf"))
 
@@ -41,9 +45,12 @@ redis.call('HINCRBYFLOAT', pickups_key, queue .. '|sum', waited_s)
 redis.call('HINCRBY', pickups_key, queue .. '|count', 1)
 """
 
-# A try ends: counted (outcome, duration bucket, sum, count) and, with an event to send,
-# followers told, in one round trip.
-END_SCRIPT = """
+# A try ends: counted (outcome, duration bucket, sum, count); with an event to send, followers
+# told; with a task id, its timeline and, once finished, its record kept (task_history.py).
+# All in one round trip.
+END_SCRIPT = (
+    HISTORY_LUA
+    + """
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[4])
@@ -51,8 +58,14 @@ redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
 if ARGV[6] ~= '' then
     redis.call('PUBLISH', ARGV[6], ARGV[7])
 end
+if ARGV[8] ~= '' then
+    try_ended(ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12]),
+        tonumber(ARGV[13]))
+end
 return 0
 """
+)
+NOT_ENDED = ["", "", "", 0, 0, 0]
 
 
 @dataclass(frozen=True)
@@ -85,14 +98,52 @@ class TryOutcome:
     duration_s: float
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker process, as its heartbeat describes it."""
+
+    worker_id: str
+    queue: str
+    host: str
+    pid: int
+    started_at: float
+    beat_at: float
+    running: int
+    done: int
+
+    def fields(self) -> dict[str, str]:
+        return {name: str(value) for name, value in self.__dict__.items() if name != "worker_id"}
+
+    @classmethod
+    def load(cls, worker_id: str, raw: dict[bytes, bytes]) -> "WorkerInfo":
+        fields = {key.decode(): value.decode() for key, value in raw.items()}
+        return cls(
+            worker_id=worker_id,
+            queue=fields["queue"],
+            host=fields["host"],
+            pid=int(fields["pid"]),
+            started_at=float(fields["started_at"]),
+            beat_at=float(fields["beat_at"]),
+            running=int(fields["running"]),
+            done=int(fields["done"]),
+        )
+
+
 class TaskMetricsStore:
     def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
         self._end_script = redis.register_script(END_SCRIPT)
 
-    async def count_try(self, outcome: TryOutcome, channel: str, payload: bytes) -> None:
+    async def count_try(
+        self,
+        outcome: TryOutcome,
+        channel: str,
+        payload: bytes,
+        ended: list[Any] | None = None,
+    ) -> None:
         """Count one try by outcome, and its duration; with a `channel`, publish `payload` on
-        it in the same round trip."""
+        it, and with `ended` (`TaskHistory.end_args`) keep it in the task's history, in the
+        same round trip."""
         task, duration_s = outcome.task, outcome.duration_s
         bucket_s = next(bound for bound in DURATION_BUCKETS_S if duration_s <= bound)
         await self._end_script(
@@ -105,6 +156,7 @@ class TaskMetricsStore:
                 f"{task}|count",
                 channel,
                 payload,
+                *(ended or NOT_ENDED),
             ],
             client=self.redis,
         )
@@ -145,16 +197,40 @@ class TaskMetricsStore:
             workers=dict(zip(queues, map(int, per_queue[1::2]), strict=True)),
         )
 
-    async def worker_beat(self, queue: str, worker_id: str, *, forget_after_s: float) -> None:
-        """Record a heartbeat of `worker_id`, and forget workers silent for `forget_after_s`."""
+    async def worker_beat(self, queue: str, worker: WorkerInfo, *, forget_after_s: float) -> None:
+        """Record a heartbeat of `worker`, with what it reports of itself, and forget workers
+        silent for `forget_after_s`."""
         now_ms, key = time.time() * 1000, WORKERS_KEY_PREFIX + queue
+        info_key = WORKER_INFO_PREFIX + worker.worker_id
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {worker_id: now_ms})
+            pipe.zadd(key, {worker.worker_id: now_ms})
             pipe.zremrangebyscore(key, "-inf", now_ms - forget_after_s * 1000)
+            pipe.hset(info_key, mapping=worker.fields())
+            pipe.pexpire(info_key, int(forget_after_s * 1000))
             await pipe.execute()
 
     async def worker_gone(self, queue: str, worker_id: str) -> None:
-        await self.redis.zrem(WORKERS_KEY_PREFIX + queue, worker_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(WORKERS_KEY_PREFIX + queue, worker_id)
+            pipe.delete(WORKER_INFO_PREFIX + worker_id)
+            await pipe.execute()
+
+    async def workers(self, queues: Sequence[str], *, alive_s: float) -> list[WorkerInfo]:
+        """The workers of `queues` that sent a heartbeat within `alive_s`."""
+        alive_since_ms = (time.time() - alive_s) * 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.zrevrangebyscore(WORKERS_KEY_PREFIX + queue, "+inf", alive_since_ms)
+            ids = [raw.decode() for reply in await pipe.execute() for raw in reply]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hgetall(WORKER_INFO_PREFIX + worker_id)
+            infos: list[dict[bytes, bytes]] = await pipe.execute()
+        return [
+            WorkerInfo.load(worker_id, info)
+            for worker_id, info in zip(ids, infos, strict=True)
+            if info
+        ]
 
 
 def _histograms(raw: dict[bytes, bytes]) -> dict[str, Histogram]:

@@ -1,5 +1,5 @@
 """What a task is now (queued, running, finished...), read from the keys arq and our workers
-keep in Redis, and published to the task's followers."""
+keep in Redis, and told to followers as an event."""
 
 import asyncio
 import time
@@ -17,8 +17,8 @@ from arq.constants import (
 )
 from arq.jobs import SerializationError, deserialize_job, deserialize_result
 
-from .events import TaskEvent, events_channel, task_event
-from .serialization import deserialize, serialize
+from .events import TaskEvent, task_event
+from .serialization import deserialize
 
 TaskStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", "aborted"]
 FINISHED: frozenset[TaskStatus] = frozenset({"complete", "failed", "aborted"})
@@ -113,7 +113,3 @@ async def read_task_state(redis: ArqRedis, queues: Sequence[str], task_id: str) 
         started_at=None,
         finished_at=None,
     )
-
-
-async def publish_event(redis: ArqRedis, event: TaskEvent) -> None:
-    await redis.publish(events_channel(event["task_id"]), serialize(event))

@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
 import arq.worker
@@ -44,8 +45,8 @@ from .queue import NonRetryableError, TaskQueue, open_queue_pool, queue_redis_se
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
 from .serialization import serialize
 from .task_context import read_job
+from .task_history import HistoryRecord, arguments_text, clip
 from .task_metrics import TryOutcome
-from .task_state import publish_event
 from .worker_loop import RUN_BY_OUR_WORKER, Worker
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
     @functools.wraps(function)
     async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
+        ctx["started_at"] = datetime.now(UTC)
+        ctx["task_args"] = args, kwargs
         outcome = "failed"
         try:
             result = await function(ctx, *args, **kwargs)
@@ -124,28 +127,44 @@ def traceback_summary(limit: int = 4_000) -> str:
 
 async def task_ended(ctx: dict[str, Any], outcome: TryOutcome | None) -> None:
     """A try ended and arq has stored its outcome: count it, dead-letter a task that failed
-    for good, and tell followers what the task is now (finished, or waiting for its next try).
-    A completed try takes one round trip: its event is built from what the worker knows."""
+    for good, keep it in the console's history, and tell followers what the task is now
+    (finished, or waiting for its next try). A completed try takes one round trip: its event
+    and record are built from what the worker knows."""
     tasks: TaskQueue = ctx["tasks"]
     task_id: str = ctx["job_id"]
-    complete = outcome is not None and outcome.outcome == "complete"
-    if outcome is not None:
-        channel, payload = "", b""
-        if complete:
-            data = {"result": ctx["task_result"], "error": None, "tries": ctx["job_try"]}
-            event = task_event(task_id, "complete", ctx.get("progress"), "complete", data)
-            channel, payload = events_channel(task_id), serialize(event)
-        await tasks.metrics_store.count_try(outcome, channel, payload)
-    if complete:
+    if outcome is not None and outcome.outcome == "complete":
+        data = {"result": ctx["task_result"], "error": None, "tries": ctx["job_try"]}
+        payload = serialize(task_event(task_id, "complete", ctx.get("progress"), "complete", data))
+        args, kwargs = ctx["task_args"]
+        record = HistoryRecord(
+            task_id=task_id,
+            name=outcome.task,
+            queue=ctx["queue_name"],
+            status="complete",
+            tries=ctx["job_try"],
+            enqueued_at=ctx["enqueue_time"],
+            started_at=ctx["started_at"],
+            finished_at=datetime.now(UTC),
+            args=arguments_text(args, kwargs),
+            result=clip(serialize(ctx["task_result"]).decode()),
+            error=None,
+            traceback=None,
+        )
+        ended = tasks.history.end_args(task_id, payload, record)
+        await tasks.metrics_store.count_try(outcome, events_channel(task_id), payload, ended)
         return
+    if outcome is not None:
+        await tasks.metrics_store.count_try(outcome, "", b"")
     state = await tasks.state(task_id)
-    if state is not None and state.status == "failed":
-        await tasks.dead_letter(state.task_id, ctx.get("failure_traceback"))
-    if state is not None:
-        event = state.as_event()
-        if not state.finished:
-            event["event"] = "retrying"
-        await publish_event(tasks.pool, event)
+    if state is None:
+        return
+    traceback = ctx.get("failure_traceback")
+    if state.status == "failed":
+        await tasks.dead_letter(state.task_id, traceback)
+    event = state.as_event()
+    if not state.finished:
+        event["event"] = "retrying"
+    await tasks.history.try_ended(task_id, serialize(event), events_channel(task_id), traceback)
 
 
 async def job_ended(ctx: dict[str, Any]) -> None:
@@ -253,6 +272,8 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
         "on_shutdown": shutdown,
         # Claims last this long, renewed while the task runs (our Worker; not arq's option).
         "lease_s": settings.worker_lease_s,
+        # How long the console keeps a task's timeline (our Worker; not arq's option).
+        "history_keep_s": settings.console_history_s,
         "after_job_end": job_ended,
         "job_serializer": serialize,
         # Reads each job, and binds its name and its request's id to the try's logs.

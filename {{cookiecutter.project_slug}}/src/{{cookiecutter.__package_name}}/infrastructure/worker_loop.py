@@ -20,7 +20,8 @@ from .events import events_channel
 from .queue import wake_channel
 from .redis import UNAVAILABLE_ERRORS
 from .task_context import task_log_context
-from .task_metrics import PICKUPS_KEY, TaskMetricsStore, pickup_lua
+from .task_history import RUNNING_KEY, TIMELINE_MAX, TIMELINE_PREFIX
+from .task_metrics import PICKUPS_KEY, TaskMetricsStore, WorkerInfo, pickup_lua
 from .task_state import PROGRESS_KEY_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,13 @@ class Leases:
 
 
 # A worker's claim on a task: only if no worker holds it and it is still on the queue and due,
-# as arq checks. It holds for the lease (ARGV[3] ms), starts the task's progress over and tells
-# its followers it started, and counts how long it waited after it was due (KEYS[5]). Returns
-# the task's score (when it was due) and its try, or 0.
+# as arq checks. It holds for the lease (ARGV[3] ms), starts the task's progress over, tells
+# its followers it started, lists it as running (KEYS[6]) and notes the start in its timeline
+# (KEYS[7], kept ARGV[5] ms), and counts how long it waited after it was due (KEYS[5]).
+# Returns the task's score (when it was due) and its try, or 0.
 CLAIM_SCRIPT = (
-    """
+    f"local TIMELINE_MAX = {TIMELINE_MAX}\n"
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return 0
 end
@@ -81,10 +84,15 @@ end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 redis.call('DEL', KEYS[3])
 local try = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
-redis.call('PUBLISH', ARGV[4], cjson.encode({
+local started = cjson.encode({
     task_id = ARGV[1], status = 'in_progress', progress = cjson.null, event = 'started',
     data = {try = try}, ts = tonumber(ARGV[2]) / 1000
-}))
+})
+redis.call('PUBLISH', ARGV[4], started)
+redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
+redis.call('RPUSH', KEYS[7], started)
+redis.call('LTRIM', KEYS[7], -TIMELINE_MAX, -1)
+redis.call('PEXPIRE', KEYS[7], ARGV[5])
 local queue, pickups_key, waited_ms = KEYS[2], KEYS[5], tonumber(ARGV[2]) - tonumber(score)
 """
     + pickup_lua()
@@ -113,9 +121,12 @@ class Worker(arq.worker.Worker):
     arq's claim lasts job_timeout + 10 s, which a task whose worker died must wait out.
     """
 
-    def __init__(self, *, lease_s: float, **options: Any) -> None:
+    def __init__(self, *, lease_s: float, history_keep_s: float, **options: Any) -> None:
         super().__init__(**options)
         self.ctx[RUN_BY_OUR_WORKER] = True
+        self.ctx["queue_name"] = self.queue_name
+        self.history_keep_ms = int(history_keep_s * 1000)
+        self.started_at = time.time()
         self.max_wait_s = self.poll_delay_s
         self.poll_delay_s = 0.0  # the waiting happens in _poll_iteration, below
         self.lease_ms = int(lease_s * 1000)
@@ -124,7 +135,8 @@ class Worker(arq.worker.Worker):
         self._leases: Leases | None = None
         self._background: list[asyncio.Task[None]] = []
         self._started_some = False
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.worker_id = f"{self.host}:{self.pid}:{uuid4().hex[:8]}"
         self._metrics: TaskMetricsStore | None = None
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
@@ -146,8 +158,16 @@ class Worker(arq.worker.Worker):
                     PROGRESS_KEY_PREFIX + job_id,
                     retry_key_prefix + job_id,
                     PICKUPS_KEY,
+                    RUNNING_KEY,
+                    TIMELINE_PREFIX + job_id,
                 ],
-                args=[job_id, int(time.time() * 1000), self.lease_ms, events_channel(job_id)],
+                args=[
+                    job_id,
+                    int(time.time() * 1000),
+                    self.lease_ms,
+                    events_channel(job_id),
+                    self.history_keep_ms,
+                ],
                 client=self.pool,
             )
             if not claimed:  # running elsewhere, finished, or deferred again meanwhile
@@ -233,8 +253,18 @@ class Worker(arq.worker.Worker):
         last = self._last_health_check
         await super().record_health()
         if self._metrics is not None and self._last_health_check != last:
+            worker = WorkerInfo(
+                worker_id=self.worker_id,
+                queue=self.queue_name,
+                host=self.host,
+                pid=self.pid,
+                started_at=self.started_at,
+                beat_at=time.time(),
+                running=len(self.tasks),
+                done=self.jobs_complete + self.jobs_failed,
+            )
             await self._metrics.worker_beat(
-                self.queue_name, self.worker_id, forget_after_s=10 * self.health_check_interval
+                self.queue_name, worker, forget_after_s=10 * self.health_check_interval
             )
 
     async def close(self) -> None:
