@@ -37,6 +37,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/access.py",
             "src/{pkg}/api/auth.py",
             "src/{pkg}/api/console.py",
+            "src/{pkg}/api/console_pages.py",
             "src/{pkg}/api/console_session.py",
             "src/{pkg}/api/errors.py",
             "src/{pkg}/api/events.py",

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from conftest import Combo, combo_params
 from playwright.sync_api import BrowserContext, ConsoleMessage, expect, sync_playwright
-from test_browser_snippets import running_service
+from test_browser_snippets import running_service, runs_the_service
 
 CHROMIUM = "/usr/bin/chromium"
 # As root, without a sandbox; no traffic of its own (the machine may have no internet).
@@ -38,14 +38,8 @@ SLOTS = 10  # WORKER_MAX_JOBS of the rendered .env
 
 
 def runs_the_console(combo: Combo) -> bool:
-    return (
-        combo.has_tasks
-        and combo.python_version == "3.11"
-        and combo.cache_backend == "redis"
-        and combo.example_tasks == "yes"
-        and combo.database == "none"
-        and combo.ci == "github"
-    )
+    """The snippets' service, on one broker: the console reads what both write alike."""
+    return runs_the_service(combo) and combo.cache_backend == "redis"
 
 
 @pytest.fixture

@@ -67,7 +67,8 @@ def test_the_wheel_and_so_the_image_leave_the_devtools_out(
     combo: Combo, bake: Callable[[Combo], Path], tmp_path: Path
 ) -> None:
     """The image installs the project's wheel (`uv sync --no-editable`): the development tools
-    (`just dev`, `just bench`, the embedded server) are not in it, the service is."""
+    (`just dev`, `just bench`, the embedded server) are not in it, the service is, with the
+    console's templates and static files."""
     project = tmp_path / "project"
     shutil.copytree(bake(combo), project)
     run([tool("uv"), "build", "--wheel", "--quiet", "--out-dir", str(tmp_path / "dist")], project)
@@ -76,3 +77,11 @@ def test_the_wheel_and_so_the_image_leave_the_devtools_out(
     assert f"{combo.package}/main.py" in names
     assert f"{combo.package}/infrastructure/tasks.py" in names
     assert [name for name in names if "/devtools/" in name] == []
+    package = bake(combo) / "src" / combo.package
+    shipped = {
+        str(path.relative_to(package.parent))
+        for path in (package / "console").rglob("*")
+        if path.is_file()
+    }
+    assert shipped
+    assert shipped <= set(names)

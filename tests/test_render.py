@@ -86,6 +86,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/access.py",
             "src/{pkg}/api/auth.py",
             "src/{pkg}/api/console.py",
+            "src/{pkg}/api/console_pages.py",
             "src/{pkg}/api/console_session.py",
             "src/{pkg}/api/errors.py",
             "src/{pkg}/api/events.py",

@@ -8,26 +8,21 @@ The addresses are stable, for links in alerts and chat: /console, /console/tasks
 import json
 import logging
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, Literal
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
-from fastapi.routing import APIRoute
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import HTMLResponse, StreamingResponse
 
-from ..services.console import LIST_STATUSES, PAGE_SIZE, ConsoleService, ListStatus
+from ..services.console import LIST_STATUSES, PAGE_SIZE, ListStatus
 from ..settings import Settings
 from .auth import Access
+from .console_pages import STATIC, ConsoleRoute, console_of, go, page, static_file, templates
 from .console_session import (
     CONSOLE_PATH,
-    SECURITY_HEADERS,
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
-    ConsoleSession,
     Session,
     check_csrf,
     current_session,
@@ -38,85 +33,14 @@ from .console_session import (
 )
 
 logger = logging.getLogger(__name__)
-HERE = Path(__file__).resolve().parent.parent / "console"
-STATIC = {
-    "console.css": "text/css; charset=utf-8",
-    "console.js": "text/javascript; charset=utf-8",
-    "favicon.svg": "image/svg+xml",
-}
-NOTICES = {
-    "aborted": "The task was aborted.",
-    "aborting": "The task is being cancelled by its worker.",
-    "finished": "The task had already finished: nothing to abort.",
-    "retried": "The task was queued again.",
-    "deleted": "The dead letter was deleted.",
-    "gone": "That dead letter is no longer there (retried or deleted meanwhile).",
-    "bulk-retried": "The dead letters of that task were queued again.",
-    "bulk-deleted": "The dead letters of that task were deleted.",
-    "not-found": "No task has that id (or it has been forgotten).",
-}
-MOMENT = "%Y-%m-%d %H:%M:%S UTC"
-templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters["moment"] = lambda value: (
-    value.astimezone(UTC).strftime(MOMENT) if isinstance(value, datetime) else "-"
-)
-templates.env.filters["epoch"] = lambda value: (
-    datetime.fromtimestamp(value, UTC).strftime(MOMENT) if value else "-"
-)
-
-
-class ConsoleRoute(APIRoute):
-    """Every answer of the console carries its security headers."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            response = await handler(request)
-            response.headers.update(SECURITY_HEADERS)
-            return response
-
-        return handle
-
-
 router = APIRouter(prefix=CONSOLE_PATH, include_in_schema=False, route_class=ConsoleRoute)
-
-
-def console_of(request: Request) -> ConsoleService:
-    state = request.app.state
-    access: Access = state.access
-    owners = {principal.tag: principal.name for principal in access.principals.values()}
-    return ConsoleService(state.task_queue, state.settings, owners)
-
-
-def page(request: Request, template: str, session: ConsoleSession, **context: Any) -> HTMLResponse:
-    """A console page; only its main part when the page's script asks for a live update."""
-    settings: Settings = request.app.state.settings
-    return templates.TemplateResponse(
-        request,
-        template,
-        {
-            "fragment": request.headers.get("x-console-fragment") == "1",
-            "app_name": settings.app_name,
-            "operator": session.operator,
-            "csrf": session.csrf,
-            "notice": NOTICES.get(request.query_params.get("notice", "")),
-            **context,
-        },
-    )
-
-
-def go(path: str, **query: str) -> RedirectResponse:
-    target = path + (f"?{urlencode(query)}" if query else "")
-    return RedirectResponse(target, status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/static/{name}")
 async def static(name: str) -> Response:
     if name not in STATIC:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such file.")
-    content = (HERE / "static" / name).read_bytes()
-    return Response(content, media_type=STATIC[name], headers={"Cache-Control": "max-age=300"})
+    return static_file(name)
 
 
 @router.get("/sign-in")
@@ -226,7 +150,7 @@ async def tasks(
 async def lookup(task_id: Annotated[str, Query(max_length=300)] = "") -> Response:
     if not task_id.strip():
         return go(f"{CONSOLE_PATH}/tasks")
-    return go(f"{CONSOLE_PATH}/tasks/{task_id.strip()}")
+    return go(f"{CONSOLE_PATH}/tasks/{quote(task_id.strip(), safe='')}")
 
 
 @router.get("/tasks/{task_id}")

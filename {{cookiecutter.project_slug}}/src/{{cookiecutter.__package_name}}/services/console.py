@@ -6,11 +6,15 @@ import math
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+{% if cookiecutter.python_version == "3.11" -%}
 from typing import Generic, Literal, TypeVar, get_args
+{%- else -%}
+from typing import Literal, get_args
+{%- endif %}
 
 from ..infrastructure.dead_letters import DeadLetter
 from ..infrastructure.events import task_changes
-from ..infrastructure.live_tasks import LiveStatus, LiveTasks, next_run
+from ..infrastructure.live_tasks import LiveStatus, LiveTask, LiveTasks, next_run
 from ..infrastructure.queue import TaskQueue, wake_channel
 from ..infrastructure.task_history import HistoryRecord
 from ..infrastructure.task_metrics import WorkerInfo
@@ -24,7 +28,9 @@ LIST_STATUSES: tuple[ListStatus, ...] = get_args(ListStatus)
 PAGE_SIZE = 50
 CHART_MINUTES = 60
 BULK_CHUNK = 500
+{% if cookiecutter.python_version == "3.11" -%}
 Row = TypeVar("Row")
+{% endif -%}
 LIVE_STATUSES: dict[str, LiveStatus] = {
     "queued": "queued",
     "deferred": "deferred",
@@ -72,7 +78,11 @@ class TaskRow:
 
 
 @dataclass(frozen=True)
+{% if cookiecutter.python_version == "3.11" -%}
 class Page(Generic[Row]):
+{%- else -%}
+class Page[Row]:
+{%- endif %}
     rows: list[Row]
     number: int
     total: int
@@ -161,24 +171,15 @@ class ConsoleService:
             history = await self._queue.history.page(
                 status=status, name=name, queue=queue, limit=PAGE_SIZE, offset=offset
             )
-            rows = [self._finished_row(record) for record in history.records]
+            rows = [
+                self._row(record, at=record.finished_at, error=record.error)
+                for record in history.records
+            ]
             return Page(rows, page, history.total)
         live = await self._live.page(
             LIVE_STATUSES[status], name=name, queue=queue, limit=PAGE_SIZE, offset=offset
         )
-        rows = [
-            TaskRow(
-                task_id=task.task_id,
-                name=task.name,
-                queue=task.queue,
-                status=task.status,
-                tries=task.tries,
-                owner=self.owner(task.task_id),
-                at=task.at,
-                error=None,
-            )
-            for task in live.tasks
-        ]
+        rows = [self._row(task, at=task.at, error=None) for task in live.tasks]
         return Page(rows, page, live.total, live.partial)
 
     async def task(self, task_id: str) -> TaskDetail | None:
@@ -283,14 +284,16 @@ class ConsoleService:
         tag, dot, _ = task_id.partition(".")
         return self._owners.get(tag, tag) if dot else "-"
 
-    def _finished_row(self, record: HistoryRecord) -> TaskRow:
+    def _row(
+        self, task: HistoryRecord | LiveTask, *, at: datetime | None, error: str | None
+    ) -> TaskRow:
         return TaskRow(
-            task_id=record.task_id,
-            name=record.name,
-            queue=record.queue,
-            status=record.status,
-            tries=record.tries,
-            owner=self.owner(record.task_id),
-            at=record.finished_at,
-            error=record.error,
+            task_id=task.task_id,
+            name=task.name,
+            queue=task.queue,
+            status=task.status,
+            tries=task.tries,
+            owner=self.owner(task.task_id),
+            at=at,
+            error=error,
         )
