@@ -31,8 +31,10 @@ RULES: tuple[Rule, ...] = (
         "cache_backend=none: no Redis, no embedded server, no task layer",
         lambda answers: answers["cache_backend"] == "none",
         (
+            "deploy",
             "docs/benchmarks.md",
             "docs/console.md",
+            "docs/deployment.md",
             "docs/images",
             "src/{pkg}/access.py",
             "src/{pkg}/api/auth.py",
@@ -72,6 +74,7 @@ RULES: tuple[Rule, ...] = (
             "tests/test_console.py",
             "tests/test_cron.py",
             "tests/test_dead_letters.py",
+            "tests/test_deploy.py",
             "tests/test_dev.py",
             "tests/test_embedded_redis.py",
             "tests/test_events.py",
@@ -92,6 +95,7 @@ RULES: tuple[Rule, ...] = (
         "example_tasks=no, or no task layer: no worked examples",
         lambda answers: answers["example_tasks"] == "no" or answers["cache_backend"] == "none",
         (
+            "deploy/k8s/media-volume.yaml",
             "src/{pkg}/api/media.py",
             "src/{pkg}/infrastructure/mailer.py",
             "src/{pkg}/infrastructure/media.py",
@@ -121,6 +125,7 @@ RULES: tuple[Rule, ...] = (
         "database=none, or no task layer: no SQL database",
         lambda answers: answers["database"] != "postgres" or answers["cache_backend"] == "none",
         (
+            "deploy/k8s/migrate-job.yaml",
             "docs/database.md",
             "src/{pkg}/api/users.py",
             "src/{pkg}/devtools/embedded_postgres.py",

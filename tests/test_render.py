@@ -75,13 +75,25 @@ CONSOLE_TEMPLATES = (
     "task",
     "tasks",
 )
+K8S_FILES = (
+    "api.yaml",
+    "keda.yaml",
+    "kustomization.yaml",
+    "network-policy.yaml",
+    "redis-auth.env.example",
+    "secrets.env.example",
+    "worker-slow.yaml",
+    "worker.yaml",
+)
 CONSOLE_PICTURES = ("dead-letters", "overview", "sign-in", "task", "task-queued", "tasks")
 BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
     (
         lambda combo: combo.has_tasks,
         {
+            *(f"deploy/k8s/{name}" for name in K8S_FILES),
             "docs/benchmarks.md",
             "docs/console.md",
+            "docs/deployment.md",
             *(f"docs/images/console-{name}.png" for name in CONSOLE_PICTURES),
             "src/{pkg}/access.py",
             "src/{pkg}/api/auth.py",
@@ -99,6 +111,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/devtools/__init__.py",
             "src/{pkg}/devtools/bench.py",
             "src/{pkg}/devtools/bench_console.py",
+            "src/{pkg}/devtools/bench_scaling.py",
             "src/{pkg}/devtools/dev.py",
             "src/{pkg}/devtools/embedded_redis.py",
             "src/{pkg}/infrastructure/dead_letters.py",
@@ -130,6 +143,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "tests/test_console.py",
             "tests/test_cron.py",
             "tests/test_dead_letters.py",
+            "tests/test_deploy.py",
             "tests/test_dev.py",
             "tests/test_embedded_redis.py",
             "tests/test_events.py",
@@ -149,6 +163,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
     (
         lambda combo: combo.has_tasks and combo.example_tasks == "yes",
         {
+            "deploy/k8s/media-volume.yaml",
             "src/{pkg}/api/media.py",
             "src/{pkg}/infrastructure/mailer.py",
             "src/{pkg}/infrastructure/media.py",
@@ -163,6 +178,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
     (
         lambda combo: combo.has_database,
         {
+            "deploy/k8s/migrate-job.yaml",
             "docs/database.md",
             "src/{pkg}/api/users.py",
             "src/{pkg}/devtools/embedded_postgres.py",
@@ -299,7 +315,7 @@ def test_compose_follows_options(combo: Combo, bake: Callable[[Combo], Path]) ->
     for worker, queue in [("worker", []), ("worker-slow", ["--queue", "slow"])]:
         command = ["python", "-m", f"{combo.package}.worker", *queue]
         assert services[worker]["command"] == command
-        assert services[worker]["healthcheck"]["test"] == ["CMD", *command, "--check"]
+        assert services[worker]["healthcheck"]["test"] == ["CMD", *command, "--check-self"]
         assert "ports" not in services[worker]
         assert services[worker]["environment"] == services["api"]["environment"]
     cache = services["cache"]

@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
+from {{ cookiecutter.__package_name }}.infrastructure.task_metrics import WORKERS_KEY_PREFIX
 
 WORKER = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"]
 DEADLINE_S = 15.0
@@ -45,10 +47,10 @@ def start_worker(arq_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorke
         process.wait()
 
 
-async def worker_check(arq_env: dict[str, str], queue: str) -> int:
-    """`--check`: 0 while a worker of the queue sends heartbeats."""
+async def worker_check(arq_env: dict[str, str], queue: str, check: str = "--check") -> int:
+    """`--check`: 0 while a worker of the queue sends heartbeats (`--check-self`: of this host)."""
     process = await asyncio.create_subprocess_exec(
-        *WORKER, "--queue", queue, "--check", env=arq_env,
+        *WORKER, "--queue", queue, check, env=arq_env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     return await process.wait()
@@ -85,6 +87,28 @@ async def test_cli_worker_runs_tasks_and_its_health_check_follows_it(
     worker.kill()
     worker.wait()
     await eventually(lambda: worker_check(arq_env, "default"), 1)
+
+
+async def test_check_self_follows_the_worker_of_this_host_only(
+    task_queue: TaskQueue, start_worker: StartWorker, arq_env: dict[str, str]
+) -> None:
+    """`--check-self`, the containers' liveness check: another host's live worker of the queue
+    does not keep it passing once this host's worker is gone; Redis out of reach passes."""
+    arq_env["WORKER_HEALTH_CHECK_INTERVAL_S"] = "1"  # heartbeats older than 3 s are stale
+    heartbeats = WORKERS_KEY_PREFIX + task_queue.settings.task_queue
+
+    async def checked_while_another_host_beats() -> int:
+        await task_queue.pool.zadd(heartbeats, {"elsewhere:7:0a0b0c0d": time.time() * 1000})
+        return await worker_check(arq_env, "default", "--check-self")
+
+    assert await checked_while_another_host_beats() == 1
+    worker = start_worker("default")
+    await eventually(checked_while_another_host_beats, 0)
+    worker.kill()
+    worker.wait()
+    await eventually(checked_while_another_host_beats, 1)
+    unreachable = {**arq_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    assert await worker_check(unreachable, "default", "--check-self") == 0
 
 
 async def test_slow_queue_has_its_own_worker(

@@ -3,15 +3,16 @@
     python -m {{ cookiecutter.__package_name }}.worker [--queue slow] [--reload] [--verbose]
 
 The worker of the default queue also runs the cron jobs. `--check` exits 0 only while a worker
-of the queue sends heartbeats (the containers' health check). SIGINT or SIGTERM stops it after
-its running tasks end (WORKER_JOB_COMPLETION_WAIT_S at most).
+of the queue sends heartbeats; `--check-self`, only while a worker of the queue on this host
+(this pod, this container) does: the containers' liveness check. SIGINT or SIGTERM stops it
+after its running tasks end (WORKER_JOB_COMPLETION_WAIT_S at most).
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from .infrastructure.tasks import SETTINGS_BY_QUEUE, check_worker, run_worker
+from .infrastructure.tasks import SETTINGS_BY_QUEUE, check_this_host, check_worker, run_worker
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -20,12 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--queue", choices=sorted(SETTINGS_BY_QUEUE), default="default")
     parser.add_argument("--check", action="store_true", help="exit 0 only if a worker is alive")
+    parser.add_argument(
+        "--check-self",
+        action="store_true",
+        help="exit 0 only if a worker on this host (pod, container) is alive",
+    )
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     parser.add_argument("--reload", action="store_true", help="restart on code changes")
     parser.add_argument("--verbose", action="store_true", help="log every task")
     args = parser.parse_args(argv)
     if args.check:
         return check_worker(args.queue)
+    if args.check_self:
+        return check_this_host(args.queue)
     if args.reload:
         from watchfiles import run_process  # installed with uvicorn[standard]; dev only
 

@@ -5,7 +5,8 @@ endpoint calls arq's `enqueue_job`, and workers in their own processes, all on 1
 then prints one Markdown table; docs/benchmarks.md explains each line. The load generator is
 an asyncio HTTP/1.1 client in this process: one keep-alive connection per concurrent client.
 
-    just bench [--requests N] [--tasks N] [--pickups N] [--recoveries N]
+    just bench [--requests N] [--tasks N] [--pickups N] [--recoveries N] [--scaling 1,2,4]
+               [--console-tasks N] [--console-dead-letters N]
 
 (`python -m {{ cookiecutter.__package_name }}.devtools.bench` without just.)
 
@@ -66,6 +67,7 @@ from ..infrastructure.worker_loop import Worker
 from ..settings import Settings
 from ..tasks.registry import TaskSpec
 from .bench_console import console_table, measure_console
+from .bench_scaling import WORKER_COUNTS, Scaling, measure_scaling
 {%- if cookiecutter.__database == "postgres" %}
 from .embedded_postgres import EmbeddedPostgres
 {%- endif %}
@@ -435,6 +437,7 @@ class Results:
     throughput: dict[str, Latencies]
     pickups: dict[str, Latencies]
     recoveries: list[float]
+    scaling: list[Scaling]
 {%- if cookiecutter.__database == "postgres" %}
     commit_pickups: Latencies | None = None
 {%- endif %}
@@ -477,9 +480,11 @@ async def run(redis_url: str, args: argparse.Namespace) -> Results:
             print("recovery after SIGKILL...", file=sys.stderr)
             recoveries.append(await measure_recovery(env, queue))
 {%- if cookiecutter.__database == "postgres" %}
-        return Results(enqueue, throughput, pickups, recoveries, commit_pickups)
+        scaling = await measure_scaling(env, queue.ours, args.tasks, args.scaling)
+        return Results(enqueue, throughput, pickups, recoveries, scaling, commit_pickups)
 {%- else %}
-        return Results(enqueue, throughput, pickups, recoveries)
+        scaling = await measure_scaling(env, queue.ours, args.tasks, args.scaling)
+        return Results(enqueue, throughput, pickups, recoveries, scaling)
 {%- endif %}
     finally:
         await queue.ours.close()
@@ -534,6 +539,18 @@ def table(results: Results, settings: Settings) -> str:
                 f"| {mine:.2f} | {direct:.2f} | {ratio(mine, direct)} |"
             )
 {%- endif %}
+    one = results.scaling[0]
+    for scaled in results.scaling[1:]:
+        label = f"{scaled.workers} worker processes (vs {one.workers})"
+        rows.append(
+            f"| worker scaling: no-op tasks/s, {label} | {scaled.per_s:,.0f} | {one.per_s:,.0f} "
+            f"| {ratio(scaled.per_s, one.per_s)} |"
+        )
+    for scaled in results.scaling:
+        rows.append(
+            f"| worker scaling: Redis CPU ms per 1,000 tasks, {scaled.workers} worker "
+            f"process{'es' if scaled.workers > 1 else ''} | {scaled.redis_cpu_ms_per_1k:.0f} | | |"
+        )
     if results.recoveries:
         arq_s = settings.worker_job_timeout_s + 10
         measured = ", ".join(f"{seconds:.1f}" for seconds in results.recoveries)
@@ -542,9 +559,17 @@ def table(results: Results, settings: Settings) -> str:
             f"| {ratio(max(results.recoveries), arq_s)} |"
         )
     failed = {kind: tput.errors for kind, tput in results.throughput.items() if tput.errors}
+    failed |= {f"{s.workers} workers": s.failed for s in results.scaling if s.failed}
     if failed:
         rows.append(f"| tasks that failed | {failed} | | |")
     return "\n".join(rows)
+
+
+def worker_counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(count) for count in text.split(","))
+    if len(counts) < 2 or min(counts) < 1:
+        raise argparse.ArgumentTypeError("give two counts or more, each at least 1: 1,2,4")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
         "--console-tasks", type=int, default=50_000, help="finished tasks the console lists"
     )
     parser.add_argument("--console-dead-letters", type=int, default=10_000, help="and dead letters")
+    parser.add_argument(
+        "--scaling",
+        type=worker_counts,
+        default=WORKER_COUNTS,
+        help="worker processes to compare, comma-separated (default: 1,2,4)",
+    )
     parser.add_argument("--worker", choices=[GENERATED, *ARQ_WORKERS], help=argparse.SUPPRESS)
     parser.add_argument("--burst", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import random
+import socket
 import sys
 import time
 import traceback
@@ -46,7 +47,7 @@ from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redi
 from .serialization import serialize
 from .task_context import read_job
 from .task_history import HistoryRecord, arguments_text, clip
-from .task_metrics import TryOutcome
+from .task_metrics import TaskMetricsStore, TryOutcome
 from .worker_loop import RUN_BY_OUR_WORKER, Worker
 
 logger = logging.getLogger(__name__)
@@ -325,3 +326,26 @@ def use_uvloop() -> None:
 def check_worker(queue: str) -> int:
     """0 while a worker of `queue` sends heartbeats, else 1 (arq's health check)."""
     return arq.worker.check_health(SETTINGS_BY_QUEUE[queue])
+
+
+def check_this_host(queue: str) -> int:
+    """0 while a worker of `queue` on this host (this pod, this container) sends heartbeats,
+    else 1: a liveness probe that fails for a stuck worker, not for its whole queue. With
+    Redis out of reach it cannot tell, and passes: restarting would not bring Redis back."""
+    return asyncio.run(_check_this_host(SETTINGS_BY_QUEUE[queue]["queue_name"]))
+
+
+async def _check_this_host(queue_name: str) -> int:
+    pool = open_queue_pool(_settings)
+    alive_s = 2 * _settings.worker_health_check_interval_s + 1
+    try:
+        metrics = TaskMetricsStore(pool)
+        alive = await metrics.alive_on(queue_name, socket.gethostname(), alive_s=alive_s)
+    except UNAVAILABLE_ERRORS as exc:
+        print(f"Redis is out of reach ({exc}): passing, as a restart would not help.")
+        return 0
+    finally:
+        await close_redis(pool)
+    if not alive:
+        print(f"No heartbeat of a {queue_name} worker on {socket.gethostname()} in {alive_s:g} s.")
+    return 0 if alive else 1
