@@ -148,8 +148,9 @@ def main() -> int:
         print(json.dumps(final, indent=2), flush=True)
         if final["status"] != "complete":
             return 1
+        step(f"The operator console shows it: {base}/console (sign in with the key above)")
         if args.keep:
-            step(f"Running: http://127.0.0.1:{port}/docs  (Ctrl-C stops it)")
+            step(f"Running: {base}/docs and {base}/console  (Ctrl-C stops it)")
             service.wait()
         return 0
     except KeyboardInterrupt:
