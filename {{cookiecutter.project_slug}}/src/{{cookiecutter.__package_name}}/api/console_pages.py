@@ -32,7 +32,6 @@ NOTICES = {
     "gone": "That dead letter is no longer there (retried or deleted meanwhile).",
     "bulk-retried": "The dead letters of that task were queued again.",
     "bulk-deleted": "The dead letters of that task were deleted.",
-    "not-found": "No task has that id (or it has been forgotten).",
 }
 MOMENT = "%Y-%m-%d %H:%M:%S UTC"
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -15,12 +15,10 @@ from typing import Any, Literal
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.cron import next_cron
-from arq.jobs import SerializationError, deserialize_job
 
 from ..tasks.registry import CronSpec
-from .serialization import deserialize
 from .task_history import RUNNING_KEY, arguments_text
-from .task_state import UNREADABLE
+from .task_state import UNREADABLE, readable_job
 
 LiveStatus = Literal["queued", "deferred", "in_progress"]
 # A list filtered by task name reads at most this many waiting tasks to find its page.
@@ -220,9 +218,8 @@ def _is_named(job_raw: bytes | None, name: str) -> bool:
 
 
 def _job_fields(job_raw: bytes) -> tuple[str, str, datetime | None]:
-    try:
-        job = deserialize_job(job_raw, deserializer=deserialize)
-    except SerializationError:
+    job = readable_job(job_raw)
+    if job is None:
         return UNREADABLE, "", None
     return job.function, arguments_text(job.args, job.kwargs), job.enqueue_time
 

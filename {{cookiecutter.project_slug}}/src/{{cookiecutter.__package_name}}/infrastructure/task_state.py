@@ -15,7 +15,7 @@ from arq.constants import (
     result_key_prefix,
     retry_key_prefix,
 )
-from arq.jobs import SerializationError, deserialize_job, deserialize_result
+from arq.jobs import JobDef, SerializationError, deserialize_job, deserialize_result
 
 from .events import TaskEvent, task_event
 from .serialization import deserialize
@@ -89,11 +89,8 @@ async def read_task_state(redis: ArqRedis, queues: Sequence[str], task_id: str) 
         )
     if not job_raw:
         return None
-    try:
-        job = deserialize_job(job_raw, deserializer=deserialize)
-        name, enqueued_at = job.function, job.enqueue_time
-    except SerializationError:  # not written by this service: a worker will fail it
-        name, enqueued_at = UNREADABLE, None
+    job = readable_job(job_raw)
+    name, enqueued_at = (job.function, job.enqueue_time) if job else (UNREADABLE, None)
     score = next((score for score in scores if score is not None), None)
     if running:
         status = "in_progress"
@@ -113,3 +110,12 @@ async def read_task_state(redis: ArqRedis, queues: Sequence[str], task_id: str) 
         started_at=None,
         finished_at=None,
     )
+
+
+def readable_job(job_raw: bytes) -> JobDef | None:
+    """The job of a queued payload; None when this service did not write it (a worker will
+    fail it)."""
+    try:
+        return deserialize_job(job_raw, deserializer=deserialize)
+    except SerializationError:
+        return None
