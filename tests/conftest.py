@@ -201,12 +201,13 @@ def tool_env(python: str | None = None) -> dict[str, str]:
     return env
 
 
-def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: Any = None) -> str:
     """Run a command; on failure, fail the test with the command and the end of its output."""
     completed = subprocess.run(
         command,
         cwd=cwd,
         env=env or tool_env(),
+        stdin=stdin,
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_S,
