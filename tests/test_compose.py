@@ -99,6 +99,15 @@ class Stack:
             time.sleep(0.5)
         pytest.fail(f"not ready in {WAIT_S:g} s: {last}\n{self.compose('logs', '--tail', '30')}")
 
+    def until_passes(self, command: list[str]) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            done = subprocess.run(command, env=self.env, capture_output=True, text=True)
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert done.returncode == 0, f"{' '.join(command)}: {done.stdout}{done.stderr}"
+
     def submit(self, **args: Any) -> str:
         response = self.http.post("/api/v1/tasks", json={"name": "example_task", "args": args})
         assert response.status_code == 202, response.text
@@ -198,10 +207,14 @@ def test_the_compose_stack_runs_tasks_and_survives_killed_containers(
     thumbnail = media["result"]["thumbnail"]
     assert (thumbnail["width"], thumbnail["height"]) == (300, 225), media
 
-    # Three workers on the default queue, each its own container.
+    # Three workers on the default queue, each its own container whose own worker beats: the
+    # check its health check (and the Kubernetes liveness probe) runs passes in each.
     scaled = stack.compose("up", "--detach", "--no-build", "--scale", "worker=3")
     workers = stack.containers("worker")
     assert len(workers) == 3, (workers, scaled)
+    check_self = ["python", "-m", f"{combo.package}.worker", "--check-self"]
+    for worker in workers:
+        stack.until_passes([tool("docker"), "exec", worker, *check_self])
 
     # SIGKILL of the container running a task: its lease runs out, another worker completes it.
     long_id = stack.submit(message="outlives its worker", steps=4, delay_s=2)
