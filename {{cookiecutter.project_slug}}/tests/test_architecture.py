@@ -26,8 +26,8 @@ def modules() -> dict[str, set[str]]:
 
 
 def test_only_the_task_layer_imports_arq() -> None:
-    """It keeps arq behind the task layer in infrastructure/ (and devtools/bench.py, which
-    measures the service against bare arq)."""
+    """It keeps arq behind the task layer in infrastructure/ (and `just bench`, which measures
+    the service against bare arq)."""
     importers = {
         module
         for module, names in modules().items()
@@ -46,7 +46,8 @@ def test_only_the_task_layer_imports_arq() -> None:
             "live_tasks",
         )
     }
-    assert importers == {*task_layer, "devtools/bench.py"}
+    bench = {f"devtools/{name}.py" for name in ("bench", "bench_http", "bench_workers")}
+    assert importers == task_layer | bench
 
 
 def test_the_console_reaches_data_through_its_service_only() -> None:

@@ -42,7 +42,7 @@ async def measure_scaling(
 async def scale(env: dict[str, str], queue: TaskQueue, tasks: int, workers: int) -> Scaling:
     held = datetime.now(UTC) + timedelta(hours=1)
     task_ids = [await queue.enqueue("noop", _defer_until=held) for _ in range(tasks)]
-    command = [sys.executable, "-m", f"{__package__}.bench", "--worker", "generated", "--burst"]
+    command = [sys.executable, "-m", f"{__package__}.bench_workers", "generated", "--burst"]
     started = [await asyncio.create_subprocess_exec(*command, env=env) for _ in range(workers)]
     try:
         await wait_for_workers(queue, workers)
