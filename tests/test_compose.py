@@ -132,8 +132,8 @@ class Stack:
 
 def dotenv(project: Path) -> dict[str, str]:
     lines = (project / ".env").read_text().splitlines()
-    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
-    return dict(pair for pair in pairs if len(pair) == 2)
+    pairs = (line.partition("=") for line in lines if "=" in line and not line.startswith("#"))
+    return {key: value for key, _, value in pairs}
 
 
 def free_port() -> int:
