@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -217,6 +218,21 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, stdin:
     if completed.returncode != 0:
         pytest.fail(f"`{' '.join(command)}` exited {completed.returncode}:\n{output[-6000:]}")
     return output
+
+
+def dev_api_key(project: Path) -> str:
+    """The development key the post-gen hook wrote into the project's .env (every scope)."""
+    lines = (project / ".env").read_text().splitlines()
+    pairs = (line.partition("=") for line in lines if "=" in line and not line.startswith("#"))
+    return {key: value for key, _, value in pairs}["DEV_API_KEY"]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def rendered_files(project: Path) -> Iterator[Path]:

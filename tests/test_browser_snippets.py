@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Combo, combo_params, find_python, run, tool, tool_env
+from conftest import (
+    Combo,
+    combo_params,
+    dev_api_key,
+    find_python,
+    free_port,
+    run,
+    tool,
+    tool_env,
+)
 
 JS_BLOCK = re.compile(r"```js\n(.*?)```", re.DOTALL)
 NODE_FLAGS = ("--experimental-websocket", "--experimental-eventsource", "--no-warnings")
@@ -95,9 +103,7 @@ def running_service(project: Path) -> Iterator[str]:
     assert python, "Python 3.11 runs the rendered service"
     env = tool_env(python)
     run([tool("uv"), "sync", "--quiet"], project, env)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = (project / "dev.log").open("wb")
     service = subprocess.Popen(
         [tool("just"), "dev", "--port", str(port), "--no-reload"],
@@ -138,8 +144,7 @@ def test_docs_browser_snippets_follow_tasks(
     script = tmp_path / "follow.js"
     script.write_text("\n".join(snippets) + HARNESS)
 
-    lines = (project / ".env").read_text().splitlines()
-    key = dict(line.split("=", 1) for line in lines if "=" in line)["DEV_API_KEY"]  # every scope
+    key = dev_api_key(project)
 
     def follow(function: str, url: str, task: str) -> dict[str, Any]:
         output = run([node, *NODE_FLAGS, str(script), url, function, task, key], tmp_path)

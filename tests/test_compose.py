@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import standins
-from conftest import COMBOS, Combo, run, tool, tool_env
+from conftest import COMBOS, Combo, dev_api_key, free_port, run, tool, tool_env
 
 STANDINS = os.environ.get("TEMPLATE_DOCKER_IMAGES") == "standins"
 WAIT_S = 60.0  # an upper bound for a loaded machine, not a timing claim
@@ -69,7 +68,7 @@ class Stack:
         self.name = name
         self.port = free_port()
         self.env = {**tool_env(), "API_PORT": str(self.port)}
-        self.key = dotenv(project)["DEV_API_KEY"]
+        self.key = dev_api_key(project)
         self.http = httpx.Client(
             base_url=f"http://127.0.0.1:{self.port}",
             headers={"Authorization": f"Bearer {self.key}"},
@@ -128,19 +127,6 @@ class Stack:
             state = self.status(task_id)
         assert state["status"] == wanted, (state, self.compose("logs", "--tail", "40"))
         return state
-
-
-def dotenv(project: Path) -> dict[str, str]:
-    lines = (project / ".env").read_text().splitlines()
-    pairs = (line.partition("=") for line in lines if "=" in line and not line.startswith("#"))
-    return {key: value for key, _, value in pairs}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def png(width: int, height: int) -> bytes:

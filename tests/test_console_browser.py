@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Combo, combo_params
+from conftest import Combo, combo_params, dev_api_key
 from playwright.sync_api import BrowserContext, ConsoleMessage, expect, sync_playwright
 from test_browser_snippets import running_service, runs_the_service
 
@@ -78,8 +78,7 @@ def test_the_console_in_chromium(
     expect.set_options(timeout=WAIT_MS)
     project = tmp_path / "project"
     shutil.copytree(bake(combo), project)
-    lines = (project / ".env").read_text().splitlines()
-    key = dict(line.split("=", 1) for line in lines if "=" in line)["DEV_API_KEY"]  # operator
+    key = dev_api_key(project)  # operator among its scopes
     pictures = Path(os.environ.get("CONSOLE_SCREENSHOTS", tmp_path / "screenshots"))
     pictures.mkdir(parents=True, exist_ok=True)
     page = browser.new_page()
