@@ -50,6 +50,8 @@ DEPENDENCY_NAMES = frozenset(
 SLUG_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 # The rendered code keeps to 100 columns for package names up to this long.
 MAX_SLUG_LENGTH = 40
+# The human name stands in a settings default and a docstring; it keeps to 100 columns up to this.
+MAX_NAME_LENGTH = 60
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 VERSION_PATTERN = re.compile(r"\d+(?:\.\d+){0,3}(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?")
 
@@ -62,6 +64,11 @@ def validate(answers: dict[str, str]) -> str | None:
     """Return one sentence saying what is wrong with the answers, or None when they are fine."""
     if not answers["project_name"].strip():
         return "project_name is empty: give the service a human name, e.g. 'Media Service'."
+    if len(answers["project_name"]) > MAX_NAME_LENGTH:
+        return (
+            f"project_name is {len(answers['project_name'])} characters long: "
+            f"keep it to {MAX_NAME_LENGTH} or fewer."
+        )
     for field in FREE_TEXT:
         if UNSAFE_TEXT.search(answers[field]):
             return (

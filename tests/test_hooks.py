@@ -63,6 +63,7 @@ def test_default_answers_are_accepted() -> None:
         ({"database": "mysql"}, "none, postgres"),
         ({"version": "one"}, "release number"),
         ({"project_name": "  "}, "project_name is empty"),
+        ({"project_name": "M" * 61}, "keep it to 60 or fewer"),
         ({"description": 'Say "hi"'}, "double quotes"),
         ({"author_name": "back\\slash"}, "backslashes"),
     ],

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, Combo, combo_params, rendered_files, run, tool
+from conftest import ROOT, Combo, combo_params, rendered_files
 from cookiecutter.main import cookiecutter
 
 # Anything Jinja or cookiecutter left unrendered. No rendered file needs `{{` or `{%` for its
@@ -450,39 +450,3 @@ def test_rendering_is_deterministic(backend: str, tmp_path: Path) -> None:
     assert mismatch == errors == []
     if backend != "none":
         assert (first / ".env").read_text() != (second / ".env").read_text()
-
-
-# As long as the pre-generation hook allows (MAX_SLUG_LENGTH).
-LONGEST_SLUG = "a-very-long-distribution-name-to-check-i"
-
-
-@pytest.mark.parametrize(
-    ("backend", "examples", "database"),
-    [
-        ("redis", "yes", "postgres"),
-        ("redis", "no", "none"),
-        ("falkordb", "yes", "none"),
-        ("falkordb", "no", "postgres"),
-        ("none", "no", "none"),
-    ],
-)
-def test_the_longest_slug_keeps_to_the_line_length(
-    backend: str, examples: str, database: str, tmp_path: Path
-) -> None:
-    """The package name appears in imports, commands and docstrings: at the longest slug the
-    hook allows they still keep to the project's 100 columns, as ruff formats them."""
-    assert len(LONGEST_SLUG) == 40
-    cookiecutter(
-        str(ROOT),
-        no_input=True,
-        output_dir=str(tmp_path),
-        extra_context={
-            "project_slug": LONGEST_SLUG,
-            "cache_backend": backend,
-            "example_tasks": examples,
-            "database": database,
-        },
-    )
-    project = tmp_path / LONGEST_SLUG
-    run([tool("ruff"), "check", "--no-cache", "."], project)
-    run([tool("ruff"), "format", "--check", "--no-cache", "."], project)

@@ -1,5 +1,10 @@
-"""{{ cookiecutter.project_name }}: {{ cookiecutter.description }}"""
+"""The {{ cookiecutter.project_name }} service.
 
-from importlib.metadata import version
+Its version and one-line summary come from the installed distribution's metadata.
+"""
 
-__version__ = version("{{ cookiecutter.project_slug }}")
+from importlib.metadata import metadata
+
+_METADATA = metadata("{{ cookiecutter.project_slug }}")
+__version__ = _METADATA["Version"]
+__summary__ = _METADATA["Summary"]

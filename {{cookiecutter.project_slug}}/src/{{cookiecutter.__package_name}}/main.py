@@ -10,7 +10,7 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from . import __version__
+from . import __summary__, __version__
 {%- if cookiecutter.cache_backend != "none" %}
 from .api.auth import Access, check_access_settings
 from .api.errors import EXCEPTION_HANDLERS
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 {%- endif %}
     app = FastAPI(
         title=settings.app_name,
-        description="{{ cookiecutter.description }}",
+        description=__summary__,
         version=__version__,
         lifespan=lifespan,
 {%- if cookiecutter.cache_backend != "none" %}

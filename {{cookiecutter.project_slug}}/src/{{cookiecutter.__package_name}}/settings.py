@@ -35,6 +35,8 @@ MIN_TOKEN_LENGTH = 16
 {%- endif %}
 {%- if cookiecutter.__database == "postgres" %}
 POSTGRES_SCHEMES = frozenset({"postgres", "postgresql", "postgresql+asyncpg"})
+# A local run's database is named for the package.
+PACKAGE = __name__.partition(".")[0]
 {%- endif %}
 
 
@@ -141,9 +143,7 @@ class Settings(BaseSettings):
     # PostgreSQL: postgresql://user:password@host:5432/name (postgres:// and
     # postgresql+asyncpg:// are taken too). Unset in development: `just dev` and the tests start
     # an embedded server and set it.
-    database_url: SecretStr = SecretStr(
-        "postgresql+asyncpg://postgres@localhost:5432/{{ cookiecutter.__package_name }}"
-    )
+    database_url: SecretStr = SecretStr(f"postgresql+asyncpg://postgres@localhost:5432/{PACKAGE}")
     # Connections each process keeps open, how many more it may open at peaks, and how long a
     # request waits for one before failing; a statement running longer is cancelled.
     database_pool_size: int = Field(default=10, gt=0)
