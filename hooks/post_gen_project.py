@@ -51,6 +51,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/infrastructure/dead_letters.py",
             "src/{pkg}/infrastructure/enqueue_script.py",
             "src/{pkg}/infrastructure/events.py",
+            "src/{pkg}/infrastructure/lease_keeper.py",
             "src/{pkg}/infrastructure/live_tasks.py",
             "src/{pkg}/infrastructure/oidc.py",
             "src/{pkg}/infrastructure/queue.py",
@@ -59,10 +60,12 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/infrastructure/sessions.py",
             "src/{pkg}/infrastructure/task_context.py",
             "src/{pkg}/infrastructure/task_history.py",
+            "src/{pkg}/infrastructure/task_keys.py",
             "src/{pkg}/infrastructure/task_metrics.py",
             "src/{pkg}/infrastructure/task_state.py",
             "src/{pkg}/infrastructure/tasks.py",
             "src/{pkg}/infrastructure/worker_loop.py",
+            "src/{pkg}/infrastructure/worker_scripts.py",
             "src/{pkg}/keys.py",
             "src/{pkg}/services/console.py",
             "src/{pkg}/services/metrics.py",
@@ -80,6 +83,7 @@ RULES: tuple[Rule, ...] = (
             "tests/test_events.py",
             "tests/test_follower_churn.py",
             "tests/test_fuzz.py",
+            "tests/test_leases.py",
             "tests/test_metrics.py",
             "tests/test_oidc.py",
             "tests/test_outage.py",
@@ -229,9 +233,27 @@ def write_env(project: Path) -> None:
     (project / ".env").write_text("\n".join(lines) + "\n")
 
 
+def next_steps(project: Path, answers: Answers) -> str:
+    """What the render ends with: where the project is, what to run next, and what `.env` is."""
+    if answers["cache_backend"] == "none":
+        started = "the API with reload"
+    elif answers["database"] == "postgres":
+        started = "the API, its workers and embedded Redis and PostgreSQL servers"
+    else:
+        started = "the API, its workers and an embedded Redis server"
+    return (
+        f"{answers['project_name']} is ready in {project}\n"
+        f"  cd {project.name} && just dev    # {started}\n"
+        "  just test                     # its tests; `just` lists every recipe\n"
+        ".env holds fresh local secrets and a development API key: it is git-ignored, keep it so.\n"
+    )
+
+
 def main() -> int:
     answers = json.loads(r"""{{ cookiecutter | jsonify }}""")
-    apply(Path.cwd(), answers)
+    project = Path.cwd()
+    apply(project, answers)
+    print(next_steps(project, answers), end="")
     return 0
 
 

@@ -202,3 +202,27 @@ def test_hooks_never_touch_the_network_or_start_processes(name: str) -> None:
     }
     assert not imported & {"subprocess", "socket", "urllib", "http", "git", "requests", "httpx"}
     assert "os.system" not in ast.unparse(tree)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "started"),
+    [
+        ({"database": "postgres"}, "embedded Redis and PostgreSQL servers"),
+        ({"cache_backend": "none"}, "the API with reload"),
+    ],
+)
+def test_a_render_ends_by_saying_what_to_do_next(
+    overrides: dict[str, str], started: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """It ends with four lines: where the project is, `cd` and `just dev` (and what that
+    starts), `just test`, and that `.env` holds fresh local secrets."""
+    context = {"project_name": "Orders API", **overrides}
+    cookiecutter(str(ROOT), no_input=True, output_dir=str(tmp_path), extra_context=context)
+    lines = capfd.readouterr().out.splitlines()[-4:]
+    project = tmp_path / "orders-api"
+    assert lines[0] == f"Orders API is ready in {project}"
+    assert lines[1].split("#")[0].strip() == "cd orders-api && just dev"
+    assert started in lines[1]
+    assert lines[2].split("#")[0].strip() == "just test"
+    assert lines[3].startswith(".env holds fresh local secrets")
+    assert (project / ".env").is_file()

@@ -38,7 +38,9 @@ def test_only_the_task_layer_imports_arq() -> None:
         for name in (
             "queue",
             "tasks",
+            "task_keys",
             "worker_loop",
+            "worker_scripts",
             "task_state",
             "dead_letters",
             "task_metrics",

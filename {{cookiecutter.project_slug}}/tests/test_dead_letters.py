@@ -108,7 +108,9 @@ async def test_non_retryable_errors_and_timeouts_are_dead_lettered(
     assert set(letters) == {refused, timed_out}
     assert letters[refused]["error"] == "NonRetryableError: the card number is invalid"
     assert letters[refused]["tries"] == 1
-    assert letters[timed_out]["error"].startswith("TimeoutError")
+    assert letters[timed_out]["error"].startswith("TaskTimeoutError: hangs timed out after 0.2 s")
+    assert letters[timed_out]["tries"] == 3  # retried like any failure
+    assert "TaskTimeoutError" in letters[timed_out]["traceback"]
 
 
 async def test_tasks_that_fail_before_they_run_are_dead_lettered(

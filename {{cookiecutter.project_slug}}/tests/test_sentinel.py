@@ -22,7 +22,7 @@ from {{ cookiecutter.__package_name }}.settings import Settings
 from .support import TEST_API_KEY, serve
 
 MASTER = "service-master"
-START_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 60.0
 
 
 @pytest.fixture

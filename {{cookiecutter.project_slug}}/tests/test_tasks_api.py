@@ -70,6 +70,10 @@ async def test_same_task_id_twice_is_409(client: httpx.AsyncClient, task_queue: 
         ({"name": "example_task", "args": {}}, "message"),
         ({"name": "example_task", "args": {"message": "x", "steps": 0}}, "steps"),
         ({"name": "example_task", "args": {"message": "x", "extra": 1}}, "extra"),
+        (
+            {"name": "example_task", "args": {"message": "x", "steps": 100, "delay_s": 1}},
+            "past the task's 60 s timeout",
+        ),
         ({"name": "example_task", "args": {"message": ["not", "a", "string"]}}, "message"),
         ({"name": 7, "args": {}}, "name"),
         ({"name": "example_task", "args": "message"}, "args"),

@@ -142,19 +142,21 @@ async def test_arguments_that_are_not_json_are_refused(task_queue: TaskQueue) ->
     assert int(await task_queue.pool.zcard(task_queue.settings.task_queue)) == 0
 
 
-async def test_a_task_over_its_timeout_fails(
+async def test_a_task_over_its_timeout_fails_like_any_failure(
     task_queue: TaskQueue, settings: Settings, make_worker: Callable[..., Worker]
 ) -> None:
-    """It cancels a task that outlives its own timeout and records the failure."""
+    """It cancels a try that outlives the task's timeout, retries it like any failure, and
+    fails it after its last try with an error that names the limit and its setting."""
     task_id = await task_queue.enqueue("sleeps", seconds=5)
     assert task_id
-    spec = TaskSpec(sleeps, timeout_s=0.2, max_tries=1)
+    spec = TaskSpec(sleeps, timeout_s=0.2, max_tries=2)
     await make_worker(**functions(settings, spec)).main()
     state = await task_queue.state(task_id)
     assert state is not None
-    assert state.status == "failed"
+    assert (state.status, state.tries) == ("failed", 2)
     assert state.error is not None
-    assert "TimeoutError" in state.error
+    assert "sleeps timed out after 0.2 s" in state.error
+    assert "WORKER_JOB_TIMEOUT_S" in state.error
 
 
 async def test_task_id_deduplicates_until_the_result_expires(task_queue: TaskQueue) -> None:

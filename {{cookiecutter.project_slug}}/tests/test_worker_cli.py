@@ -19,7 +19,7 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.infrastructure.task_metrics import WORKERS_KEY_PREFIX
 
 WORKER = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"]
-DEADLINE_S = 15.0
+DEADLINE_S = 60.0  # an upper bound for a loaded machine, not a timing claim
 StartWorker = Callable[[str], subprocess.Popen[bytes]]
 
 
@@ -202,7 +202,7 @@ async def test_three_workers_run_each_of_300_tasks_exactly_once(
         states = await asyncio.gather(*(task_queue.state(str(task_id)) for task_id in ids))
         return sum(1 for state in states if state and state.status == "complete")
 
-    await eventually(finished, 300, timeout_s=60)
+    await eventually(finished, 300, timeout_s=150)
     states = await asyncio.gather(*(task_queue.state(str(task_id)) for task_id in ids))
     assert {state.tries for state in states if state} == {1}
     assert [state.result["message"] for state in states if state] == [str(n) for n in range(300)]

@@ -10,8 +10,8 @@ RATE_KEY_PREFIX = "task:rate:"
 # result), and wake the workers of the queue, atomically. With a rate (ARGV[7] > 0), KEYS[4]
 # counts the submissions of a window of ARGV[8] ms, from the first: past ARGV[7] of them, the
 # answer is -2 and the window's remaining ms. With a maximum depth (ARGV[6] > 0), a queue that
-# already holds that many tasks takes no more. Each task let in counts for its name (ARGV[9])
-# in KEYS[5], for /metrics.
+# already holds that many tasks, waiting (KEYS[3]) or running (its lease set, KEYS[6]), takes
+# no more. Each task let in counts for its name (ARGV[9]) in KEYS[5], for /metrics.
 ENQUEUE_SCRIPT = """
 local rate = tonumber(ARGV[7])
 if rate > 0 then
@@ -27,7 +27,8 @@ if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
     return 0
 end
 local max_depth = tonumber(ARGV[6])
-if max_depth > 0 and redis.call('ZCARD', KEYS[3]) >= max_depth then
+if max_depth > 0 and redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[6]) >= max_depth
+then
     return -1
 end
 redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])

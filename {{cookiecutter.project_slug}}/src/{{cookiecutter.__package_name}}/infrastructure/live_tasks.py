@@ -2,7 +2,8 @@
 deferred) and running; and when each cron job runs next.
 
 Waiting tasks are read from arq's queues (sorted sets scored by when each is due), running
-ones from the set the claim script keeps (task_history.py) checked against their leases.
+ones from the set the claim script keeps (task_history.py) checked against the queues' lease
+sets (task_keys.py): a claimed task leaves its queue for its lease set.
 """
 
 import json
@@ -18,6 +19,7 @@ from arq.cron import next_cron
 
 from ..tasks.registry import CronSpec
 from .task_history import RUNNING_KEY, arguments_text
+from .task_keys import leases_key
 from .task_state import UNREADABLE, readable_job
 
 LiveStatus = Literal["queued", "deferred", "in_progress"]
@@ -70,9 +72,7 @@ class LiveTasks:
         counts = {}
         for i, queue in enumerate(self.queues):
             on_queue = sum(1 for _, running_queue, _ in running if running_queue == queue)
-            # A running task stays on its queue until it ends: it is not waiting.
-            queued = max(0, int(replies[2 * i]) - on_queue)
-            counts[queue] = QueueCounts(queued, int(replies[2 * i + 1]), on_queue)
+            counts[queue] = QueueCounts(int(replies[2 * i]), int(replies[2 * i + 1]), on_queue)
         return counts
 
     async def page(
@@ -93,17 +93,15 @@ class LiveTasks:
             if name:
                 tasks = [task for task in tasks if task.name == name]
             return LivePage(len(tasks), tasks[offset : offset + limit])
-        running_ids = {task_id for task_id, _, _ in await self._running()}
         now_ms = time.time() * 1000
         if not name:
             entries, total = await self._waiting(queues, status, now_ms, offset + limit)
-            entries = [entry for entry in entries if entry[0] not in running_ids]
             tasks = await self._load(entries[offset : offset + limit], status)
-            return LivePage(max(0, total - len(running_ids)), tasks)
+            return LivePage(total, tasks)
         entries, total = await self._waiting(queues, status, now_ms, NAME_SCAN_MAX)
         matching: list[tuple[str, str, float]] = []
         for start in range(0, len(entries), CHUNK):
-            chunk = [e for e in entries[start : start + CHUNK] if e[0] not in running_ids]
+            chunk = entries[start : start + CHUNK]
             jobs = await self.redis.mget([job_key_prefix + task_id for task_id, _, _ in chunk])
             matching += [e for e, job in zip(chunk, jobs, strict=True) if _is_named(job, name)]
         tasks = await self._load(matching[offset : offset + limit], status)
@@ -112,19 +110,21 @@ class LiveTasks:
     async def task(self, task_id: str) -> LiveTask | None:
         """The task, if it waits or runs on one of the queues."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(in_progress_key_prefix + task_id)
             for queue in self.queues:
                 pipe.zscore(queue, task_id)
-            running, *scores = await pipe.execute()
-        on = [(queue, score) for queue, score in zip(self.queues, scores, strict=True) if score]
-        if not on:
-            return None
-        queue, score = on[0]
-        status: LiveStatus = "in_progress" if running else "queued"
-        if not running and score > time.time() * 1000:
-            status = "deferred"
-        tasks = await self._load([(task_id, queue, score)], status)
-        return tasks[0] if tasks else None
+                pipe.zscore(leases_key(queue), task_id)
+                pipe.zscore(RUNNING_KEY, task_id)
+            replies = await pipe.execute()
+        for i, queue in enumerate(self.queues):
+            waiting, leased, started = replies[3 * i : 3 * i + 3]
+            if leased is not None:
+                tasks = await self._load([(task_id, queue, started or 0.0)], "in_progress")
+                return tasks[0] if tasks else None
+            if waiting is not None:
+                status: LiveStatus = "deferred" if waiting > time.time() * 1000 else "queued"
+                tasks = await self._load([(task_id, queue, waiting)], status)
+                return tasks[0] if tasks else None
+        return None
 
     async def _waiting(
         self, queues: Sequence[str], status: LiveStatus, now_ms: float, count: int
@@ -159,7 +159,7 @@ class LiveTasks:
             for task_id in ids:
                 pipe.exists(in_progress_key_prefix + task_id)
                 for queue in self.queues:
-                    pipe.zscore(queue, task_id)
+                    pipe.zscore(leases_key(queue), task_id)
             replies = await pipe.execute()
         width = 1 + len(self.queues)
         running, gone = [], []

@@ -45,6 +45,7 @@ from .redis import close_redis, create_redis
 from .serialization import deserialize, serialize
 from .task_context import Meta, current_meta, job_payload
 from .task_history import TaskHistory
+from .task_keys import leases_key
 from .task_metrics import SUBMISSIONS_KEY, TaskMetrics, TaskMetricsStore
 from .task_state import PROGRESS_KEY_PREFIX, TaskState, read_task_state
 
@@ -138,6 +139,7 @@ class TaskQueue:
                 queue,
                 RATE_KEY_PREFIX + rate.submitter,
                 SUBMISSIONS_KEY,
+                leases_key(queue),
             ],
             args=[
                 payload,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
 
 from .dead_letters import DEAD_LETTERS_KEY
 from .task_history import LUA as HISTORY_LUA
+from .task_keys import leases_key
 
 OUTCOMES_KEY = "task:metrics:outcomes"
 DURATIONS_KEY = "task:metrics:durations"
@@ -26,23 +26,26 @@ PICKUP_BUCKETS_S = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, fl
 
 
 def pickup_lua() -> str:
-    """Lua that counts, in the claim script, how long a task waited from due to start (ms
-    in `waited_ms`) in the histogram of its queue (`queue`), as `Histogram` reads it."""
+    """Lua that defines, for the claim script, `count_pickup(pickups_key, queue, waited_ms)`:
+    how long a task waited from due to start, counted in the histogram of its queue as
+    `Histogram` reads it."""
     limits = ", ".join("math.huge" if b == float("inf") else repr(b) for b in PICKUP_BUCKETS_S)
     names = ", ".join(f"'{bound!r}'" for bound in PICKUP_BUCKETS_S)
     return "local limits, names = {" + limits + "}, {" + names + "}" + PICKUP_COUNT
 
 
 PICKUP_COUNT = """
-local waited_s = math.max(0, waited_ms) / 1000
-for i, limit in ipairs(limits) do
-    if waited_s <= limit then
-        redis.call('HINCRBY', pickups_key, queue .. '|le:' .. names[i], 1)
-        break
+local function count_pickup(pickups_key, queue, waited_ms)
+    local waited_s = math.max(0, waited_ms) / 1000
+    for i, limit in ipairs(limits) do
+        if waited_s <= limit then
+            redis.call('HINCRBY', pickups_key, queue .. '|le:' .. names[i], 1)
+            break
+        end
     end
+    redis.call('HINCRBYFLOAT', pickups_key, queue .. '|sum', waited_s)
+    redis.call('HINCRBY', pickups_key, queue .. '|count', 1)
 end
-redis.call('HINCRBYFLOAT', pickups_key, queue .. '|sum', waited_s)
-redis.call('HINCRBY', pickups_key, queue .. '|count', 1)
 """
 
 # A try ends: counted (outcome, duration bucket, sum, count); with an event to send, followers
@@ -169,6 +172,7 @@ class TaskMetricsStore:
             for queue in queues:
                 pipe.zcard(queue)
                 pipe.zcount(WORKERS_KEY_PREFIX + queue, alive_since_ms, "+inf")
+                pipe.zcard(leases_key(queue))
             pipe.hgetall(OUTCOMES_KEY)
             pipe.hgetall(DURATIONS_KEY)
             pipe.hgetall(SUBMISSIONS_KEY)
@@ -176,25 +180,22 @@ class TaskMetricsStore:
             pipe.zcard(DEAD_LETTERS_KEY)
             replies = await pipe.execute()
         per_queue, (outcomes_raw, durations_raw, submissions_raw, pickups_raw, dead) = (
-            replies[: 2 * len(queues)],
-            replies[2 * len(queues) :],
+            replies[: 3 * len(queues)],
+            replies[3 * len(queues) :],
         )
-        in_progress = 0
-        async for _ in self.redis.scan_iter(match=in_progress_key_prefix + "*", count=1_000):
-            in_progress += 1
         outcomes: dict[tuple[str, str], int] = {}
         for field, count in outcomes_raw.items():
             task, outcome = field.decode().split("|")
             outcomes[task, outcome] = int(count)
         return TaskMetrics(
-            depths=dict(zip(queues, map(int, per_queue[0::2]), strict=True)),
-            in_progress=in_progress,
+            depths=dict(zip(queues, map(int, per_queue[0::3]), strict=True)),
+            in_progress=sum(map(int, per_queue[2::3])),
             outcomes=outcomes,
             durations=_histograms(durations_raw),
             submissions={task.decode(): int(count) for task, count in submissions_raw.items()},
             pickups=_histograms(pickups_raw),
             dead_letters=int(dead),
-            workers=dict(zip(queues, map(int, per_queue[1::2]), strict=True)),
+            workers=dict(zip(queues, map(int, per_queue[1::3]), strict=True)),
         )
 
     async def worker_beat(self, queue: str, worker: WorkerInfo, *, forget_after_s: float) -> None:

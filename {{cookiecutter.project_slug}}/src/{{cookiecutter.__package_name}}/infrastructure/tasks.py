@@ -58,6 +58,12 @@ PLAIN_ARQ_REFUSAL = (
     "`arq --check` on these settings still works."
 )
 TaskFunction = Callable[..., Awaitable[Any]]
+# arq's own timeout of a try, a backstop this far behind the task layer's (`within`).
+ARQ_TIMEOUT_MARGIN_S = 10.0
+
+
+class TaskTimeoutError(Exception):
+    """A try ran past its task's timeout: a failure like any other, retried up to max tries."""
 
 
 def backoff_s(job_try: int, *, base_s: float, cap_s: float) -> float:
@@ -67,9 +73,25 @@ def backoff_s(job_try: int, *, base_s: float, cap_s: float) -> float:
     return delay_s / 2 + random.uniform(0, delay_s / 2)  # noqa: S311 - jitter, not a secret
 
 
-def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
-    """Turn an ordinary exception into a retry with backoff until `max_tries` is reached (arq
-    alone retries only on `Retry`), and refuse a result that is not JSON with a clear error."""
+async def within(timeout_s: float, call: Awaitable[Any], name: str) -> Any:
+    """Await `call`, cancelling it after `timeout_s`: then raise TaskTimeoutError, which names
+    the limit and where it is set (a TimeoutError the task raises itself goes through)."""
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            return await call
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+    raise TaskTimeoutError(
+        f"{name} timed out after {timeout_s:g} s "
+        "(its TaskSpec timeout_s, by default WORKER_JOB_TIMEOUT_S)"
+    )
+
+
+def with_retries(function: TaskFunction, *, max_tries: int, timeout_s: float) -> TaskFunction:
+    """Turn an ordinary exception, or a try past `timeout_s`, into a retry with backoff until
+    `max_tries` is reached (arq alone retries only on `Retry`, and fails a timed-out try for
+    good), and refuse a result that is not JSON with a clear error."""
 
     @functools.wraps(function)
     async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -78,7 +100,7 @@ def with_retries(function: TaskFunction, *, max_tries: int) -> TaskFunction:
         ctx["task_args"] = args, kwargs
         outcome = "failed"
         try:
-            result = await function(ctx, *args, **kwargs)
+            result = await within(timeout_s, function(ctx, *args, **kwargs), function.__name__)
             try:
                 serialize(result)
             except TypeError as exc:
@@ -179,10 +201,12 @@ async def job_ended(ctx: dict[str, Any]) -> None:
 
 def as_worker_function(spec: TaskSpec, settings: Settings) -> Function:
     max_tries = spec.max_tries or settings.worker_max_tries
+    timeout_s = spec.timeout_s or settings.worker_job_timeout_s
+    function = with_retries(spec.function, max_tries=max_tries, timeout_s=timeout_s)
     return func(
-        cast(WorkerCoroutine, traced(with_retries(spec.function, max_tries=max_tries))),
+        cast(WorkerCoroutine, traced(function)),
         name=spec.name,
-        timeout=spec.timeout_s,
+        timeout=timeout_s + ARQ_TIMEOUT_MARGIN_S,
         max_tries=max_tries,
     )
 
@@ -271,8 +295,10 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
         "on_startup": on_startup(settings),
 {%- endif %}
         "on_shutdown": shutdown,
-        # Claims last this long, renewed while the task runs (our Worker; not arq's option).
+        # Claims last this long, renewed while the task runs (our Worker; not arq's option),
+        # from a thread of their own with its own connection.
         "lease_s": settings.worker_lease_s,
+        "lease_redis": functools.partial(create_redis, settings, queue=True),
         # How long the console keeps a task's timeline (our Worker; not arq's option).
         "history_keep_s": settings.console_history_s,
         "after_job_end": job_ended,

@@ -1,127 +1,81 @@
-"""How a worker finds, claims and keeps its tasks: `Worker`, arq's worker woken by enqueues
-instead of polling, claiming each task in one round trip for a short lease that it renews while
-the task runs."""
+"""How a worker finds, claims and ends its tasks: `Worker`, arq's worker woken by enqueues
+instead of polling, claiming the next due tasks in one round trip under fenced leases."""
 
 import asyncio
+import contextvars
+import itertools
 import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
-from uuid import uuid4
+from dataclasses import dataclass
+from typing import Any, cast
 
 import arq.worker
-from arq.constants import in_progress_key_prefix, retry_key_prefix
+from arq.constants import abort_jobs_ss, job_key_prefix, result_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
-from .events import events_channel
+from .lease_keeper import LeaseKeeper
 from .queue import wake_channel
 from .redis import UNAVAILABLE_ERRORS
 from .task_context import task_log_context
-from .task_history import RUNNING_KEY, TIMELINE_MAX, TIMELINE_PREFIX
-from .task_metrics import PICKUPS_KEY, TaskMetricsStore, WorkerInfo, pickup_lua
-from .task_state import PROGRESS_KEY_PREFIX
+from .task_history import RUNNING_KEY
+from .task_keys import ENDED_TRY_PREFIX, LEASE_KEY_PREFIX, leases_key
+from .task_metrics import PICKUPS_KEY, TaskMetricsStore, WorkerInfo
+from .worker_scripts import CLAIM_SCRIPT, FINISH_SCRIPT
 
 logger = logging.getLogger(__name__)
 # Set in ctx by `Worker`: the task layer's start-up refuses to run under any other worker class.
 RUN_BY_OUR_WORKER = "run_by_our_worker"
-
-
-class Leases:
-    """Short claims on the tasks this worker runs, renewed while they run.
-
-    arq claims a task with an in-progress key that lives job_timeout + 10 s, so a task whose
-    worker was killed waits that long (over 5 minutes by default) before another worker may
-    run it. Here the key lives WORKER_LEASE_S and is renewed every third of that while the task
-    runs: after a crash, the task runs again within WORKER_LEASE_S plus one poll.
-    """
-
-    def __init__(self, redis: Redis, lease_ms: int) -> None:
-        self._redis = redis
-        self.lease_ms = lease_ms
-        self._renew_every_s = lease_ms / 3000
-        self._running: dict[str, asyncio.Task[Any]] = {}
-
-    def take(self, job_id: str, task: asyncio.Task[None]) -> None:
-        """Renew the claim of `job_id` (made for `lease_ms`) while `task` runs it."""
-        self._running[job_id] = task
-
-    async def keep(self) -> None:
-        """Renew the leases of running tasks until cancelled; a Redis error skips one round."""
-        while True:
-            await asyncio.sleep(self._renew_every_s)
-            for job_id, task in list(self._running.items()):
-                if task.done():
-                    del self._running[job_id]
-            if not self._running:
-                continue
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for job_id in self._running:
-                        pipe.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
-                    await pipe.execute()
-            except UNAVAILABLE_ERRORS as exc:
-                logger.warning("could not renew the leases of running tasks: %r", exc)
-
-
-# A worker's claim on a task: only if no worker holds it and it is still on the queue and due,
-# as arq checks. It holds for the lease (ARGV[3] ms), starts the task's progress over, tells
-# its followers it started, lists it as running (KEYS[6]) and notes the start in its timeline
-# (KEYS[7], kept ARGV[5] ms), and counts how long it waited after it was due (KEYS[5]).
-# Returns the task's score (when it was due) and its try, or 0.
-CLAIM_SCRIPT = (
-    f"local TIMELINE_MAX = {TIMELINE_MAX}\n"
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    return 0
-end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then
-    return 0
-end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-redis.call('DEL', KEYS[3])
-local try = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
-local started = cjson.encode({
-    task_id = ARGV[1], status = 'in_progress', progress = cjson.null, event = 'started',
-    data = {try = try}, ts = tonumber(ARGV[2]) / 1000
-})
-redis.call('PUBLISH', ARGV[4], started)
-redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
-redis.call('RPUSH', KEYS[7], started)
-redis.call('LTRIM', KEYS[7], -TIMELINE_MAX, -1)
-redis.call('PEXPIRE', KEYS[7], ARGV[5])
-local queue, pickups_key, waited_ms = KEYS[2], KEYS[5], tonumber(ARGV[2]) - tonumber(score)
-"""
-    + pickup_lua()
-    + """
-return {score, try}
-"""
+# At most this many lapsed leases (of crashed workers) go back to the queue per claim.
+SWEEP_MAX = 100
+# The longest wait before the next pass after Redis failed one.
+MAX_BACKOFF_S = 2.0
+# The task whose try runs in this asyncio task: reading its payload tells its timeout.
+CURRENT_TASK: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "current_task", default=None
 )
+AfterJobEnd = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This worker's hold on one try: the token its lease holds, and when the task was due."""
+
+    token: str
+    score: int
 
 
 class Worker(arq.worker.Worker):
-    """arq's worker, woken when there is work instead of polling for it.
+    """arq's worker, woken when there is work instead of polling for it, with fenced leases.
 
-    arq reads its queue every `poll_delay`, so a new task waits half of that on average before
-    it starts. This worker runs arq's loop without a delay of its own; after a pass that
-    started nothing, it waits until the first of:
-    - a message on its queue's wake channel: `TaskQueue` publishes one for each task it
-      enqueues and for each abort;
-    - the end of one of its running tasks (a slot is free; a retry may be due);
-    - the time the next deferred task is due;
-    - `poll_delay` (WORKER_POLL_DELAY_S): the fallback for enqueues that publish nothing
-      (arq's cron, plain arq clients) and for tasks freed by the lease of a crashed worker.
-    A pass that started tasks is followed at once by the next one, so a backlog drains at full
-    speed, and an idle worker reads its queue only a few times a second.
+    After a pass that started nothing it waits until the first of: a message on its queue's
+    wake channel (`TaskQueue` publishes one for each enqueue and each abort); the end of one
+    of its running tasks; the time the next deferred task is due; `poll_delay`
+    (WORKER_POLL_DELAY_S), the fallback for enqueues that publish nothing (arq's cron, plain
+    arq clients) and for the tasks of crashed workers. A pass that started tasks is followed
+    at once by the next one, so a backlog drains at full speed.
 
-    It claims a task for `lease_s` only, and renews the claim while the task runs (`Leases`):
-    arq's claim lasts job_timeout + 10 s, which a task whose worker died must wait out.
+    A pass claims as many due tasks as it has free slots in one script (CLAIM_SCRIPT), which
+    moves them from the queue to its lease set: the queue holds only waiting tasks, so free
+    slots always find the next one, however many run across the fleet. Each try's lease holds
+    a token; the lease keeper (its own thread) renews it while the try runs, and the end of
+    the try (FINISH_SCRIPT) writes nothing unless its token still holds the lease. A task whose
+    worker died runs again once its lease (WORKER_LEASE_S) has run out.
     """
 
-    def __init__(self, *, lease_s: float, history_keep_s: float, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        lease_s: float,
+        history_keep_s: float,
+        lease_redis: Callable[[], Redis],
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
         self.ctx[RUN_BY_OUR_WORKER] = True
         self.ctx["queue_name"] = self.queue_name
@@ -129,89 +83,218 @@ class Worker(arq.worker.Worker):
         self.started_at = time.time()
         self.max_wait_s = self.poll_delay_s
         self.poll_delay_s = 0.0  # the waiting happens in _poll_iteration, below
+        self.lease_s = lease_s
         self.lease_ms = int(lease_s * 1000)
+        self.leases_key = leases_key(self.queue_name)
         self._wake_up = asyncio.Event()
         self._claim: AsyncScript | None = None
-        self._leases: Leases | None = None
+        self._finish: AsyncScript | None = None
         self._background: list[asyncio.Task[None]] = []
-        self._started_some = False
         self.host, self.pid = socket.gethostname(), os.getpid()
-        self.worker_id = f"{self.host}:{self.pid}:{uuid4().hex[:8]}"
+        self.worker_id = f"{self.host}:{self.pid}:{os.urandom(4).hex()}"
+        self._claim_numbers = itertools.count()
+        self._claims: dict[str, Claim] = {}
+        self._fenced_out: set[str] = set()
         self._metrics: TaskMetricsStore | None = None
+        self._keeper = LeaseKeeper(lease_redis, lease_ms=self.lease_ms, on_lost=self._lost)
+        self._own_loop: asyncio.AbstractEventLoop | None = None
+        self._read_payload = self.job_deserializer
+        self.job_deserializer = self._read_job
+        self._after_end = cast(AfterJobEnd | None, self.after_job_end)
+        self.after_job_end = self._after_try
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Start the tasks of `job_ids` that no other worker holds, as slots free up. arq
-        claims each in four round trips (WATCH, EXISTS, ZSCORE, MULTI); CLAIM_SCRIPT makes
-        the same checks and the claim, and announces the start, atomically in one."""
-        assert self._claim is not None  # set up by the first _poll_iteration
-        assert self._leases is not None
-        for raw_id in job_ids:
-            await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                return
-            job_id = raw_id.decode()
-            claimed = await self._claim(
-                keys=[
-                    in_progress_key_prefix + job_id,
-                    self.queue_name,
-                    PROGRESS_KEY_PREFIX + job_id,
-                    retry_key_prefix + job_id,
-                    PICKUPS_KEY,
-                    RUNNING_KEY,
-                    TIMELINE_PREFIX + job_id,
-                ],
-                args=[
-                    job_id,
-                    int(time.time() * 1000),
-                    self.lease_ms,
-                    events_channel(job_id),
-                    self.history_keep_ms,
-                ],
-                client=self.pool,
-            )
-            if not claimed:  # running elsewhere, finished, or deferred again meanwhile
-                self.sem.release()
-                continue
-            score, job_try = claimed
+    async def _poll_iteration(self) -> None:
+        if self._claim is None:
+            self._start()
+        # Cleared before the queue is read: a task enqueued from now on sets it again.
+        self._wake_up.clear()
+        started = 0
+        try:
+            if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+                started = await self._claim_due(self.max_jobs - self.job_counter)
+            if self.allow_abort_jobs:
+                await self._cancel_aborted_jobs()
+            await self.heart_beat()
+        except RedisError as exc:
+            # The patient pool waits out an outage; this is what it does not: a replica that
+            # answers READONLY after a failover, a script refused. Go on after a pause.
+            logger.warning("a pass over the queue failed (%r); trying again", exc)
+            await asyncio.sleep(min(self.max_wait_s, MAX_BACKOFF_S))
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # an error of run_job itself stops the worker, as in arq
+        if not started:
+            await self._wait_for_work()
+        if self.burst:
+            await self._let_running_tasks_end()
+
+    def _start(self) -> None:
+        self._own_loop = asyncio.get_running_loop()
+        self._claim = self.pool.register_script(CLAIM_SCRIPT)
+        self._finish = self.pool.register_script(FINISH_SCRIPT)
+        self._metrics = TaskMetricsStore(self.pool)
+        self._keeper.start()
+        self._background = [asyncio.create_task(self._listen(), name="wake-up listener")]
+
+    async def _claim_due(self, free_slots: int) -> int:
+        """Claim up to `free_slots` due tasks and start them; return how many."""
+        assert self._claim is not None
+        token = f"{self.worker_id}:{next(self._claim_numbers)}"
+        reply = await self._claim(
+            keys=[self.queue_name, self.leases_key, PICKUPS_KEY, RUNNING_KEY],
+            args=[free_slots, self.lease_ms, self.history_keep_ms, token, SWEEP_MAX],
+            client=self.pool,
+        )
+        for i in range(0, len(reply), 4):
+            job_id, score = reply[i].decode(), int(float(reply[i + 1]))
+            job_try, token = int(reply[i + 2]), reply[i + 3].decode()
+            await self.sem.acquire()  # free: no more than the free slots are claimed
             self.job_counter += 1
+            self._claims[job_id] = Claim(token, score)
+            self._keeper.hold(job_id, token, self.leases_key, for_s=self.job_timeout_s)
             task = self.loop.create_task(
-                self.run_job(job_id, int(float(score))),
+                self._run_try(job_id, score),
                 context=task_log_context(job_id, self.queue_name, job_try),
             )
             task.add_done_callback(self._slot_freed)
             self.tasks[job_id] = task
-            self._leases.take(job_id, task)
-            self._started_some = True
+        return len(reply) // 4
+
+    async def _run_try(self, job_id: str, score: int) -> None:
+        CURRENT_TASK.set(job_id)
+        try:
+            await self.run_job(job_id, score)
+        finally:
+            self._keeper.release(job_id)
+            self._claims.pop(job_id, None)
+            self._fenced_out.discard(job_id)
+
+    def _read_job(self, payload: bytes) -> dict[str, Any]:
+        """Read a payload (in its try's task) and renew the lease until the task's own
+        timeout, plus one lease, has passed."""
+        assert self._read_payload is not None
+        job: dict[str, Any] = self._read_payload(payload)
+        job_id = CURRENT_TASK.get()
+        function = self.functions.get(str(job.get("f"))) if isinstance(job, dict) else None
+        if job_id is not None and function is not None:
+            timeout_s = function.timeout_s or self.job_timeout_s
+            self._keeper.extend(job_id, for_s=timeout_s + self.lease_s)
+        return job
+
+    def _slot_freed(self, task: asyncio.Task[None]) -> None:
+        self.job_counter -= 1
+        self.sem.release()
+
+    def _lost(self, job_id: str, token: str) -> None:
+        """Called by the lease keeper's thread: another try holds the lease of `job_id`."""
+        if self._own_loop is not None:
+            self._own_loop.call_soon_threadsafe(self._stop_fenced_out, job_id, token)
+
+    def _stop_fenced_out(self, job_id: str, token: str) -> None:
+        claim = self._claims.get(job_id)
+        if claim is None or claim.token != token:
+            return  # the try ended meanwhile
+        self._fenced_out.add(job_id)
+        logger.error(
+            "%s lost its lease (its event loop was blocked past WORKER_LEASE_S, or Redis "
+            "lost the lease): another worker may run it now, so this try is stopped and "
+            "changes nothing",
+            job_id,
+        )
+        task = self.job_tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """End a try as arq would, in one script that changes nothing unless this try still
+        holds the task's lease. A retry goes back on the queue `incr_score` ms after the
+        task's due time (arq's reckoning)."""
+        claim = self._claims.get(job_id)
+        next_score = claim.score + incr_score if claim and incr_score and not finish else ""
+        forever = keep_result_forever or result_timeout_s is None
+        await self._end_try(
+            job_id,
+            finish=finish,
+            result_data=result_data,
+            result_ms=0 if forever else round((result_timeout_s or 0) * 1000),
+            next_score=next_score,
+            keep_lease_ms=round(keep_in_progress * 1000) if keep_in_progress else 0,
+        )
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """arq fails some tasks without running them, so without the hooks that end a try: a
         payload it cannot read, a name no function has (a task renamed while some were queued),
         tries used up by workers that died running it. They end as any failure does:
         dead-lettered, and announced to their followers."""
-        await super().finish_failed_job(job_id, result_data)
-        if self.after_job_end is not None:
-            await self.after_job_end({**self.ctx, "job_id": job_id})
+        keep = self.keep_result_forever or self.keep_result_s > 0
+        await self._end_try(
+            job_id,
+            finish=True,
+            result_data=result_data if keep else None,
+            result_ms=0 if self.keep_result_forever else round(self.keep_result_s * 1000),
+            next_score="",
+            keep_lease_ms=0,
+        )
+        await self._after_try({**self.ctx, "job_id": job_id})
 
-    def _slot_freed(self, task: asyncio.Task[None]) -> None:
-        self.job_counter -= 1
-        self.sem.release()
+    async def _end_try(
+        self,
+        job_id: str,
+        *,
+        finish: bool,
+        result_data: bytes | None,
+        result_ms: int,
+        next_score: int | str,
+        keep_lease_ms: int,
+    ) -> None:
+        assert self._finish is not None
+        claim = self._claims.get(job_id)
+        if claim is None or job_id in self._fenced_out:
+            self._fenced_out.add(job_id)
+            return
+        ended = await self._finish(
+            keys=[
+                LEASE_KEY_PREFIX + job_id,
+                self.queue_name,
+                self.leases_key,
+                result_key_prefix + job_id,
+                retry_key_prefix + job_id,
+                job_key_prefix + job_id,
+                abort_jobs_ss,
+                ENDED_TRY_PREFIX + claim.token,
+            ],
+            args=[
+                claim.token,
+                job_id,
+                "1" if finish else "0",
+                result_data or b"",
+                result_ms,
+                next_score,
+                keep_lease_ms,
+            ],
+            client=self.pool,
+        )
+        if not ended:
+            self._fenced_out.add(job_id)
+            logger.error(
+                "%s: another try holds its lease, so the end of this one changes nothing",
+                job_id,
+            )
 
-    async def _poll_iteration(self) -> None:
-        if self._leases is None:
-            self._claim = self.pool.register_script(CLAIM_SCRIPT)
-            self._leases = Leases(self.pool, self.lease_ms)
-            self._metrics = TaskMetricsStore(self.pool)
-            self._background = [
-                asyncio.create_task(self._listen(), name="wake-up listener"),
-                asyncio.create_task(self._leases.keep(), name="lease keeper"),
-            ]
-        # Cleared before the queue is read: a task enqueued from now on sets it again.
-        self._wake_up.clear()
-        self._started_some = False
-        await super()._poll_iteration()
-        if not self._started_some:
-            await self._wait_for_work()
+    async def _after_try(self, ctx: dict[str, Any]) -> None:
+        """The service's end of a try (records, events), unless the try lost its lease."""
+        if ctx["job_id"] not in self._fenced_out and self._after_end is not None:
+            await self._after_end(ctx)
 
     async def _wait_for_work(self) -> None:
         timeout_s = self.max_wait_s
@@ -229,6 +312,15 @@ class Worker(arq.worker.Worker):
         finally:
             woken.cancel()
 
+    async def _let_running_tasks_end(self) -> None:
+        """In burst mode, wait while tasks run and none waits: a try that fails goes back on
+        the queue when it ends, and arq's loop stops once the queue is empty."""
+        while await self.pool.zcard(self.queue_name) == 0:
+            running = [task for task in self.tasks.values() if not task.done()]
+            if not running:
+                return
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+
     async def _next_due_in_s(self) -> float | None:
         """Seconds until the earliest deferred task of the queue is due; None without one."""
         now_ms = time.time() * 1000
@@ -238,14 +330,21 @@ class Worker(arq.worker.Worker):
         return (due[0][1] - now_ms) / 1000 if due else None
 
     async def _listen(self) -> None:
-        """Set the wake-up on every message of the queue's wake channel. Through an outage the
-        patient client reconnects and subscribes again; the fallback poll covers messages
-        published meanwhile."""
-        async with self.pool.pubsub() as pubsub:
-            await pubsub.subscribe(wake_channel(self.queue_name))
-            async for message in pubsub.listen():
-                if message["type"] == "message":
-                    self._wake_up.set()
+        """Set the wake-up on every message of the queue's wake channel, subscribing again
+        after any error (the fallback poll covers what is published meanwhile)."""
+        delay_s = 0.05
+        while True:
+            try:
+                async with self.pool.pubsub() as pubsub:
+                    await pubsub.subscribe(wake_channel(self.queue_name))
+                    delay_s = 0.05
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._wake_up.set()
+            except (RedisError, OSError) as exc:
+                logger.warning("the wake-up listener lost its subscription (%r)", exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(2 * delay_s, MAX_BACKOFF_S)
 
     async def record_health(self) -> None:
         """arq's heartbeat of the queue (what `--check` reads), and this worker's own, which
@@ -268,6 +367,8 @@ class Worker(arq.worker.Worker):
             )
 
     async def close(self) -> None:
+        """Stop, letting running tasks end (arq's close waits for them) before the lease
+        keeper stops: a task never runs on without its lease."""
         if self._metrics is not None:
             with suppress(*UNAVAILABLE_ERRORS):
                 await self._metrics.worker_gone(self.queue_name, self.worker_id)
@@ -276,4 +377,7 @@ class Worker(arq.worker.Worker):
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
-        await super().close()
+        try:
+            await super().close()
+        finally:
+            await asyncio.to_thread(self._keeper.stop)

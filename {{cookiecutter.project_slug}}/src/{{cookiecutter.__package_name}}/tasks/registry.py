@@ -13,7 +13,7 @@ from pydantic import BaseModel
 {% if cookiecutter.__examples == "yes" -%}
 from .emails import BulkEmailArgs, SingleEmailArgs, send_bulk_emails, send_single_email
 {% endif -%}
-from .example import ExampleTaskArgs, example_task
+from .example import EXAMPLE_TIMEOUT_S, ExampleTaskArgs, example_task
 from .maintenance import cleanup_expired_sessions, log_queue_depths, report_stale_tasks
 {%- if cookiecutter.__examples == "yes" %}
 from .media import MediaArgs, generate_thumbnail, optimize_image, process_media
@@ -42,7 +42,7 @@ class TaskSpec:
 
 {% if cookiecutter.__examples == "yes" -%}
 TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec(example_task, args_model=ExampleTaskArgs, timeout_s=60),
+    TaskSpec(example_task, args_model=ExampleTaskArgs, timeout_s=EXAMPLE_TIMEOUT_S),
     # The worked examples: the media pipeline (POST /api/v1/media enqueues process_media)...
     TaskSpec(process_media, args_model=MediaArgs, timeout_s=120),
     TaskSpec(generate_thumbnail, args_model=MediaArgs, timeout_s=60),
@@ -59,7 +59,9 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
 )
 {% else -%}
-TASKS: tuple[TaskSpec, ...] = (TaskSpec(example_task, args_model=ExampleTaskArgs, timeout_s=60),)
+TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec(example_task, args_model=ExampleTaskArgs, timeout_s=EXAMPLE_TIMEOUT_S),
+)
 {% endif -%}
 API_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in TASKS if spec.args_model}
 
