@@ -59,6 +59,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/infrastructure/serialization.py",
             "src/{pkg}/infrastructure/sessions.py",
             "src/{pkg}/infrastructure/task_context.py",
+            "src/{pkg}/infrastructure/task_handle.py",
             "src/{pkg}/infrastructure/task_history.py",
             "src/{pkg}/infrastructure/task_keys.py",
             "src/{pkg}/infrastructure/task_metrics.py",

@@ -127,6 +127,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/infrastructure/serialization.py",
             "src/{pkg}/infrastructure/sessions.py",
             "src/{pkg}/infrastructure/task_context.py",
+            "src/{pkg}/infrastructure/task_handle.py",
             "src/{pkg}/infrastructure/task_history.py",
             "src/{pkg}/infrastructure/task_keys.py",
             "src/{pkg}/infrastructure/task_metrics.py",

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from {{ cookiecutter.__package_name }}.infrastructure import queue as queue_module
+from {{ cookiecutter.__package_name }}.infrastructure import tasks as tasks_module
 from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     NonRetryableError,
     TaskQueue,
@@ -193,9 +194,12 @@ async def test_aborting_a_running_task_cancels_it(
     running = asyncio.create_task(worker.main())
     try:
         for _ in range(200):
-            if (await client.get(url)).json()["status"] == "in_progress":
+            running_state = (await client.get(url)).json()
+            if running_state["status"] == "in_progress":
                 break
             await asyncio.sleep(0.02)
+        # The current try's start, while it runs.
+        assert running_state["started_at"] is not None
         cancelled = await client.delete(url)
         assert cancelled.json()["status"] == "aborting"
         for _ in range(200):
@@ -220,6 +224,7 @@ async def test_a_cancelled_queued_task_never_runs(
     await make_worker().main()
     state = (await client.get(submitted.headers["Location"])).json()
     assert (state["status"], state["progress"], state["result"]) == ("aborted", None, None)
+    assert (state["tries"], state["started_at"]) == (0, None)  # it never ran
 
 
 class Planted:
@@ -276,3 +281,56 @@ async def test_enqueue_task_helper_uses_the_process_settings(
     finally:
         monkeypatch.setattr(queue_module, "_process_queue", None)
         get_settings.cache_clear()
+
+
+async def retries_later(ctx: dict[str, Any]) -> str:
+    calls.append(time.monotonic())
+    if ctx["job_try"] == 1:
+        raise tasks_module.Retry(defer=0.3)
+    return "second try"
+
+
+async def test_seed_style_code_works_as_arq_users_write_it(
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    task_queue: TaskQueue,
+    make_worker: Callable[..., Worker],
+) -> None:
+    """`enqueue_task`, `get_task_pool` and `Retry` from infrastructure.tasks, and a job handle
+    with arq's `status()`, `info()` and `result()`; an unknown name is refused at the call,
+    naming the tasks there are, and enqueues nothing."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(tasks_module.UnknownTaskError, match="example_task"):
+            await tasks_module.enqueue_task("send_email", to="a@example.com")
+        assert int(await task_queue.pool.zcard(settings.task_queue)) == 0
+        task_id = await tasks_module.enqueue_task("example_task", "hi", 1, 0)
+        assert task_id
+        job = (await tasks_module.get_task_pool()).job(task_id)
+        assert await job.status() == "queued"
+        await make_worker().main()
+        assert await job.result(timeout_s=30) == {"message": "hi", "steps": 1, "task_id": task_id}
+        info = await job.info()
+        assert info is not None
+        assert (info.status, info.tries) == ("complete", 1)
+        assert await (await tasks_module.get_task_pool()).job("no-such-id").status() == "not_found"
+        await (await tasks_module.get_task_pool()).close()
+    finally:
+        monkeypatch.setattr(queue_module, "_process_queue", None)
+        get_settings.cache_clear()
+
+
+async def test_retry_with_a_chosen_delay_runs_the_task_again_after_it(
+    task_queue: TaskQueue, settings: Settings, make_worker: Callable[..., Worker]
+) -> None:
+    """`raise Retry(defer=0.3)` (the task layer's, arq's class) runs the next try that much
+    later, counted as a try."""
+    task_id = await task_queue.enqueue("retries_later")
+    assert task_id
+    await make_worker(**functions(settings, TaskSpec(retries_later))).main()
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.status, state.tries, state.result) == ("complete", 2, "second try")
+    assert calls[1] - calls[0] >= 0.3

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import uuid4
 
+from arq import Retry as Retry  # the task layer's: raise Retry(defer=seconds) from a task
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import (
     abort_jobs_ss,
@@ -44,6 +45,7 @@ from .outbox import add_to_outbox
 from .redis import close_redis, create_redis
 from .serialization import deserialize, serialize
 from .task_context import Meta, current_meta, job_payload
+from .task_handle import TaskHandle
 from .task_history import TaskHistory
 from .task_keys import leases_key
 from .task_metrics import SUBMISSIONS_KEY, TaskMetrics, TaskMetricsStore
@@ -163,6 +165,10 @@ class TaskQueue:
     async def state(self, task_id: str) -> TaskState | None:
         """The task's status, progress, result and times; None for an unknown id."""
         return await read_task_state(self.pool, self.queues, task_id)
+
+    def job(self, task_id: str) -> TaskHandle:
+        """The task `task_id`, with arq's `Job` methods: `status()`, `info()`, `result()`."""
+        return TaskHandle(task_id, self.state)
 
     async def abort(self, task_id: str) -> Literal["aborted", "aborting"]:
         """Stop a task that has not finished. A queued or deferred one is taken off its queue

@@ -5,7 +5,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from arq.connections import ArqRedis
@@ -19,6 +19,7 @@ from arq.jobs import JobDef, SerializationError, deserialize_job, deserialize_re
 
 from .events import TaskEvent, task_event
 from .serialization import deserialize
+from .task_history import RUNNING_KEY
 
 TaskStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", "aborted"]
 FINISHED: frozenset[TaskStatus] = frozenset({"complete", "failed", "aborted"})
@@ -63,9 +64,11 @@ async def read_task_state(redis: ArqRedis, queues: Sequence[str], task_id: str) 
         pipe.get(job_key_prefix + task_id)
         pipe.get(retry_key_prefix + task_id)
         pipe.get(PROGRESS_KEY_PREFIX + task_id)
+        pipe.zscore(RUNNING_KEY, task_id)
         for queue in queues:
             pipe.zscore(queue, task_id)
-        result_raw, running, job_raw, tries_raw, progress_raw, *scores = await pipe.execute()
+        replies = await pipe.execute()
+    result_raw, running, job_raw, tries_raw, progress_raw, started_ms, *scores = replies
     progress = deserialize(progress_raw)["progress"] if progress_raw else None
     if result_raw:
         result = deserialize_result(result_raw, deserializer=deserialize)
@@ -84,7 +87,7 @@ async def read_task_state(redis: ArqRedis, queues: Sequence[str], task_id: str) 
             error=None if failure is None else str(failure) or status,
             tries=result.job_try,
             enqueued_at=result.enqueue_time,
-            started_at=result.start_time,
+            started_at=result.start_time if result.job_try else None,  # None: never ran
             finished_at=result.finish_time,
         )
     if not job_raw:
@@ -107,7 +110,10 @@ async def read_task_state(redis: ArqRedis, queues: Sequence[str], task_id: str) 
         error=None,
         tries=int(tries_raw or 0),
         enqueued_at=enqueued_at,
-        started_at=None,
+        # The current try's start, as its claim noted it for the console.
+        started_at=datetime.fromtimestamp(started_ms / 1000, UTC)
+        if running and started_ms
+        else None,
         finished_at=None,
     )
 

@@ -9,6 +9,9 @@ names the command to use. `arq --check` on these settings works as usual.
 Every arq option we rely on is set here explicitly, from the settings; docs/background-tasks.md
 explains each value. Tasks are plain `async def task(ctx, ...)` functions listed in
 `tasks/registry.py`; this module wraps them with retries and result checks.
+
+Scripts and seeds import what arq users know from here: `enqueue_task` (which refuses a name
+the registry does not list), `get_task_pool` and `Retry`.
 """
 
 import asyncio
@@ -25,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
 import arq.worker
-from arq import Retry
 from arq.cron import CronJob, cron
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
@@ -43,6 +45,9 @@ from .events import events_channel, task_event
 from .outbox_relay import OutboxRelay
 {%- endif %}
 from .queue import NonRetryableError, TaskQueue, open_queue_pool, queue_redis_settings
+from .queue import Retry as Retry
+from .queue import enqueue_task as enqueue_on_queue
+from .queue import get_task_pool as get_task_pool
 from .redis import UNAVAILABLE_ERRORS, close_redis, close_sentinels, create_redis
 from .serialization import serialize
 from .task_context import read_job
@@ -325,6 +330,27 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
 
 
 _settings = get_settings()
+SPECS = {spec.name: spec for spec in TASKS}
+
+
+class UnknownTaskError(ValueError):
+    """`enqueue_task` of a name that no task of tasks/registry.py has."""
+
+
+async def enqueue_task(name: str, /, *args: Any, **kwargs: Any) -> str | None:
+    """`await enqueue_task("example_task", message="hi")`: `TaskQueue.enqueue` (and, with
+    `session=`, on commit) for a task of the registry, on its own queue unless `_queue_name`
+    says otherwise. A name the registry does not list is refused, naming those it does: a
+    worker could only dead-letter it."""
+    spec = SPECS.get(name)
+    if spec is None:
+        known = ", ".join(sorted(SPECS))
+        raise UnknownTaskError(f"No task is named {name!r}; the registry lists: {known}.")
+    if spec.queue == "slow":
+        kwargs.setdefault("_queue_name", _settings.slow_task_queue)
+    return await enqueue_on_queue(name, *args, **kwargs)
+
+
 WorkerSettings = worker_settings(_settings, queue=_settings.task_queue, with_cron=True)
 SlowWorkerSettings = worker_settings(_settings, queue=_settings.slow_task_queue, with_cron=False)
 SETTINGS_BY_QUEUE = {"default": WorkerSettings, "slow": SlowWorkerSettings}
