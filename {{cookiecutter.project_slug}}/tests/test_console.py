@@ -147,6 +147,11 @@ async def test_sign_in_refuses_a_form_without_its_token_and_outside_targets(
 ) -> None:
     posted = await anonymous.post("/console/sign-in", data={"key": TEST_KEY, "csrf": "guess"})
     assert posted.status_code == 403
+    # No cookie and no field: two empty tokens are no match (login CSRF).
+    for data in ({"key": TEST_KEY}, {"key": TEST_KEY, "csrf": ""}):
+        bare = await anonymous.post("/console/sign-in", data=data)
+        assert bare.status_code == 403
+        assert SESSION_COOKIE not in bare.cookies
     form = await anonymous.get("/console/sign-in")
     token = form.cookies[SIGN_IN_COOKIE]
     for target in ("https://elsewhere.example/console", "//elsewhere.example", "/api/v1/tasks"):

@@ -131,8 +131,9 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def check_csrf(expected: str, form: dict[str, str]) -> None:
-    """A form must carry the token its page was given: another site cannot post it."""
-    if not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
+    """A form must carry the token its page was given: another site cannot post it. An empty
+    expected token (no cookie) matches nothing, not even an empty field."""
+    if not expected or not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "This form has expired: reload the page and try again."
         )
