@@ -89,6 +89,32 @@ async def test_cli_worker_runs_tasks_and_its_health_check_follows_it(
     await eventually(lambda: worker_check(arq_env, "default"), 1)
 
 
+async def test_stopping_one_worker_never_makes_its_queue_look_dead(
+    client: httpx.AsyncClient,
+    start_worker: StartWorker,
+    arq_env: dict[str, str],
+    task_queue: TaskQueue,
+) -> None:
+    """Liveness comes from each worker's own heartbeat: with two workers of a queue, one
+    stopped (SIGTERM, as a rolling deploy does) leaves `--check` and /health/ready passing at
+    once; once both are gone, `--check` fails."""
+    queue = task_queue.settings.task_queue
+    first, second = start_worker("default"), start_worker("default")
+
+    async def beating() -> int:
+        return int(await task_queue.pool.zcard(WORKERS_KEY_PREFIX + queue))
+
+    await eventually(beating, 2)
+    first.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(first.wait, DEADLINE_S) == 0
+    assert await beating() == 1
+    assert await worker_check(arq_env, "default") == 0
+    assert (await client.get("/health/ready")).json()["workers"][queue] == "alive"
+    second.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(second.wait, DEADLINE_S) == 0
+    assert await worker_check(arq_env, "default") == 1
+
+
 async def test_check_self_follows_the_worker_of_this_host_only(
     task_queue: TaskQueue, start_worker: StartWorker, arq_env: dict[str, str]
 ) -> None:

@@ -231,8 +231,10 @@ class TaskQueue:
         return enqueued is not None
 
     async def worker_alive(self, queue: str) -> bool:
-        """True while a worker of `queue` has written its heartbeat recently."""
-        return bool(await self.pool.exists(queue + HEALTH_CHECK_SUFFIX))
+        """True while a worker of `queue` has sent its own heartbeat recently (one missed beat
+        is allowed)."""
+        alive_s = 2 * self.settings.worker_health_check_interval_s + 1
+        return await self.metrics_store.alive_on(queue, alive_s=alive_s)
 
     async def close(self) -> None:
         await close_redis(self.pool)

@@ -216,10 +216,13 @@ class TaskMetricsStore:
             pipe.delete(WORKER_INFO_PREFIX + worker_id)
             await pipe.execute()
 
-    async def alive_on(self, queue: str, host: str, *, alive_s: float) -> bool:
-        """Whether a worker of `queue` on `host` sent a heartbeat within `alive_s`."""
+    async def alive_on(self, queue: str, host: str | None = None, *, alive_s: float) -> bool:
+        """Whether a worker of `queue` (on `host`, when given) sent its own heartbeat within
+        `alive_s`. Each worker beats for itself, so one that stops never hides another."""
         alive_since_ms = (time.time() - alive_s) * 1000
         ids = await self.redis.zrangebyscore(WORKERS_KEY_PREFIX + queue, alive_since_ms, "+inf")
+        if host is None:
+            return bool(ids)
         return any(worker_id.decode().startswith(host + ":") for worker_id in ids)
 
     async def workers(self, queues: Sequence[str], *, alive_s: float) -> list[WorkerInfo]:

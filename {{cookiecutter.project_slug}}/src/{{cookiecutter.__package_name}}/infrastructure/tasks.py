@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
-import arq.worker
 from arq.cron import CronJob, cron
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
@@ -376,28 +375,34 @@ def use_uvloop() -> None:
 
 
 def check_worker(queue: str) -> int:
-    """0 while a worker of `queue` sends heartbeats, else 1 (arq's health check)."""
-    return arq.worker.check_health(SETTINGS_BY_QUEUE[queue])
+    """0 while a worker of `queue` sends its own heartbeats, else 1 (also while Redis is out
+    of reach). Each worker beats for itself: one that stops, as in a rolling deploy, never
+    makes its queue look dead while another lives (arq's one key per queue did)."""
+    return asyncio.run(_check(SETTINGS_BY_QUEUE[queue]["queue_name"], host=None))
 
 
 def check_this_host(queue: str) -> int:
     """0 while a worker of `queue` on this host (this pod, this container) sends heartbeats,
     else 1: a liveness probe that fails for a stuck worker, not for its whole queue. With
     Redis out of reach it cannot tell, and passes: restarting would not bring Redis back."""
-    return asyncio.run(_check_this_host(SETTINGS_BY_QUEUE[queue]["queue_name"]))
+    return asyncio.run(_check(SETTINGS_BY_QUEUE[queue]["queue_name"], host=socket.gethostname()))
 
 
-async def _check_this_host(queue_name: str) -> int:
+async def _check(queue_name: str, *, host: str | None) -> int:
     pool = open_queue_pool(_settings)
     alive_s = 2 * _settings.worker_health_check_interval_s + 1
     try:
         metrics = TaskMetricsStore(pool)
-        alive = await metrics.alive_on(queue_name, socket.gethostname(), alive_s=alive_s)
+        alive = await metrics.alive_on(queue_name, host, alive_s=alive_s)
     except UNAVAILABLE_ERRORS as exc:
+        if host is None:
+            print(f"Redis is out of reach ({exc}): no worker can be seen.")
+            return 1
         print(f"Redis is out of reach ({exc}): passing, as a restart would not help.")
         return 0
     finally:
         await close_redis(pool)
     if not alive:
-        print(f"No heartbeat of a {queue_name} worker on {socket.gethostname()} in {alive_s:g} s.")
+        where = f" on {host}" if host else ""
+        print(f"No heartbeat of a {queue_name} worker{where} in {alive_s:g} s.")
     return 0 if alive else 1
