@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, Combo, combo_params, run, tool
 
 
@@ -47,6 +48,21 @@ def test_project_workflow_passes_schema_and_zizmor(
         [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", workflow], project
     )
     run([tool("zizmor"), "--offline", "--no-progress", workflow], project)
+
+
+@pytest.mark.parametrize("combo", combo_params(lambda combo: combo.ci == "github"))
+def test_dependabot_keeps_every_kind_of_dependency_current(
+    combo: Combo, bake: Callable[[Combo], Path]
+) -> None:
+    """It validates against Dependabot's schema, has no zizmor finding, and updates the uv
+    project, the Dockerfile's and compose file's images and the workflow's actions."""
+    project = bake(combo)
+    config = ".github/dependabot.yml"
+    run([tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", config], project)
+    run([tool("zizmor"), "--offline", "--no-progress", config], project)
+    updates = yaml.safe_load((project / config).read_text())["updates"]
+    ecosystems = {update["package-ecosystem"] for update in updates}
+    assert ecosystems == {"uv", "docker", "docker-compose", "github-actions"}
 
 
 def test_template_workflow_passes_schema_and_zizmor() -> None:

@@ -208,7 +208,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
         lambda combo: combo.cache_backend == "falkordb",
         {"src/{pkg}/infrastructure/graph.py", "tests/test_graph.py", "docs/cache-graph.md"},
     ),
-    (lambda combo: combo.ci == "github", {".github/workflows/ci.yml"}),
+    (lambda combo: combo.ci == "github", {".github/dependabot.yml", ".github/workflows/ci.yml"}),
 ]
 
 
