@@ -116,6 +116,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/devtools/bench_workers.py",
             "src/{pkg}/devtools/dev.py",
             "src/{pkg}/devtools/embedded_redis.py",
+            "src/{pkg}/devtools/shell.py",
             "src/{pkg}/infrastructure/dead_letters.py",
             "src/{pkg}/infrastructure/enqueue_script.py",
             "src/{pkg}/infrastructure/events.py",

@@ -70,6 +70,22 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(workdir: Path) -
         submit = f"http://127.0.0.1:{port}/api/v1/tasks"
         assert httpx.post(submit, json=body).status_code == 401
         assert httpx.post(submit, json=body, headers=bearer(key)).status_code == 202
+        # A second terminal finds the servers: `just shell` enqueues and reads a task there.
+        services = (workdir / ".dev/services.env").read_text()
+        assert f"REDIS_URL=redis://127.0.0.1:{redis_port}" in services
+        assert f"API_URL=http://127.0.0.1:{port}" in services
+        session = (
+            "from {{ cookiecutter.__package_name }}.infrastructure import tasks\n"
+            'task_id = await tasks.enqueue_task("example_task", message="shell", steps=2)\n'
+            "job = (await tasks.get_task_pool()).job(task_id)\n"
+            'print("RESULT", (await job.result(timeout_s=60))["message"], await job.status())\n'
+        )
+        shell = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.devtools.shell"]
+        answer = subprocess.run(
+            shell, cwd=workdir, env=env, input=session, capture_output=True, text=True, timeout=120
+        )
+        assert "On the servers of `just dev`" in answer.stdout, answer.stdout + answer.stderr
+        assert "RESULT shell complete" in answer.stdout, answer.stdout + answer.stderr
 {%- if cookiecutter.__database == "postgres" %}
         # The embedded database was migrated before the API started.
         user = {"email": "ada@example.com", "name": "Ada"}
@@ -81,6 +97,7 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(workdir: Path) -
         process.wait(timeout=20)
     assert not port_is_open(redis_port)
     assert not port_is_open(port)
+    assert not (workdir / ".dev/services.env").exists()
 {%- if cookiecutter.__database == "postgres" %}
     # The database stopped, its data kept for the next `just dev`.
     assert (workdir / ".dev/postgres/PG_VERSION").exists()

@@ -39,6 +39,9 @@ DEV_DATABASE_DIR = Path(".dev/postgres")
 
 
 QUEUES = ("default", "slow")
+# The addresses of what `just dev` started, for a second terminal (`just shell` reads them);
+# removed when it stops.
+SERVICES_FILE = Path(".dev/services.env")
 
 
 def worker_command(queue: str, *, reload: bool) -> list[str]:
@@ -102,6 +105,13 @@ def how_to_authenticate(settings: Settings, dev_key: str | None) -> str:
     )
 
 
+def write_services(addresses: dict[str, str]) -> None:
+    """Write `addresses` (NAME=value lines) where a second terminal finds them."""
+    SERVICES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{name}={value}" for name, value in addresses.items()]
+    SERVICES_FILE.write_text("# Written by `just dev` while it runs.\n" + "\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
@@ -115,21 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
     print(how_to_authenticate(settings, dotenv_values(".env").get("DEV_API_KEY")), flush=True)
+    started = {"API_URL": f"http://{args.host}:{args.port}"}
     with contextlib.ExitStack() as servers:
         try:
             if "redis_url" in settings.model_fields_set:
                 print("Using REDIS_URL from the environment or .env.", flush=True)
             else:
                 redis = servers.enter_context(EmbeddedRedis(port=free_port(avoid={args.port})))
-                env["REDIS_URL"] = redis.url
+                env["REDIS_URL"] = started["REDIS_URL"] = redis.url
                 print(f"Embedded server: {redis.url} (stopped with Ctrl-C)", flush=True)
 {%- if cookiecutter.__database == "postgres" %}
             if "database_url" in settings.model_fields_set:
                 print("Using DATABASE_URL from the environment or .env.", flush=True)
             else:
                 database = servers.enter_context(EmbeddedPostgres(DEV_DATABASE_DIR))
-                env["DATABASE_URL"] = database.url
-                print(f"Embedded PostgreSQL, data in {DEV_DATABASE_DIR}/", flush=True)
+                env["DATABASE_URL"] = started["DATABASE_URL"] = database.url
+                print(f"Embedded PostgreSQL: {database.url}", flush=True)
+                print(f"  its data stays in {DEV_DATABASE_DIR}/ between runs", flush=True)
         except (EmbeddedRedisUnavailableError, EmbeddedPostgresUnavailableError) as exc:
             print(f"Cannot start an embedded server: {exc}", file=sys.stderr)
             return 1
@@ -142,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Cannot start an embedded server: {exc}", file=sys.stderr)
             return 1
 {%- endif %}
+        write_services(started)
+        servers.callback(SERVICES_FILE.unlink, missing_ok=True)
+        print(f"Their addresses, for a second terminal: {SERVICES_FILE}", flush=True)
+        print("  `just shell` opens an asyncio REPL on them", flush=True)
         return run(commands, env)
 
 
