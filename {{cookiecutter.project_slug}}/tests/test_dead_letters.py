@@ -9,17 +9,27 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.constants import job_key_prefix, result_key_prefix
 from arq.worker import Worker
 from redis.asyncio.client import PubSub
 
 from {{ cookiecutter.__package_name }}.access import create_key
+from {{ cookiecutter.__package_name }}.infrastructure.dead_letters import (
+    DEAD_LETTER_PREFIX,
+    DEAD_LETTERS_BY_NAME_PREFIX,
+    DEAD_LETTERS_KEY,
+)
 from {{ cookiecutter.__package_name }}.infrastructure.events import events_channel
 from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     NonRetryableError,
     TaskQueue,
 )
+from {{ cookiecutter.__package_name }}.infrastructure.task_keys import LETTER_RETRIED_PREFIX
+from {{ cookiecutter.__package_name }}.infrastructure.task_metrics import SUBMISSIONS_KEY
+from {{ cookiecutter.__package_name }}.infrastructure.task_state import PROGRESS_KEY_PREFIX
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
 from {{ cookiecutter.__package_name }}.main import create_app
+from {{ cookiecutter.__package_name }}.services.console import ConsoleService
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 
@@ -216,3 +226,68 @@ async def test_only_operators_list_and_retry_dead_letters(
         assert [item["task_id"] for item in listed.json()] == [task_id]
         retried = await client.post(f"/api/v1/tasks/{task_id}/retry", headers=operator)
         assert retried.status_code == 202
+
+
+async def test_a_retry_sent_again_after_a_lost_reply_gives_the_same_answer(
+    task_queue: TaskQueue, run_worker: Callable[[], Any]
+) -> None:
+    """The retry is one script: sent twice (as a client does when the first reply is lost),
+    it answers True both times and the task is queued once, the letter gone."""
+    task_id = await task_queue.enqueue("refuses")
+    assert task_id
+    await run_worker()
+    raw = await task_queue.pool.get(DEAD_LETTER_PREFIX + task_id)
+    assert raw
+    assert await task_queue.retry(task_id)
+    # What the first call saw, sent again: the note of the retry answers it.
+    again = await task_queue._retry_script(  # the same keys and arguments as `retry` sends
+        keys=[
+            DEAD_LETTER_PREFIX + task_id,
+            DEAD_LETTERS_KEY,
+            DEAD_LETTERS_BY_NAME_PREFIX + "refuses",
+            job_key_prefix + task_id,
+            result_key_prefix + task_id,
+            PROGRESS_KEY_PREFIX + task_id,
+            task_queue.settings.task_queue,
+            LETTER_RETRIED_PREFIX + task_id,
+            SUBMISSIONS_KEY,
+        ],
+        args=[task_id, raw, b"{}", 60_000, "unused", "refuses"],
+        client=task_queue.pool,
+    )
+    assert again == 1
+    assert await task_queue.pool.zcard(task_queue.settings.task_queue) == 1
+    assert await task_queue.dead_letter_store.count() == 0
+    assert not await task_queue.retry(task_id)  # no letter now: nothing to retry
+
+
+async def test_a_letter_whose_id_a_newer_task_holds_stays(
+    task_queue: TaskQueue, run_worker: Callable[[], Any]
+) -> None:
+    """A task queued again under the letter's id (by its submitter) is not overwritten by a
+    retry of the letter: the retry is refused and the letter stays."""
+    task_id = await task_queue.enqueue("refuses", _job_id="order-9")
+    assert task_id
+    await run_worker()
+    await task_queue.pool.delete(result_key_prefix + task_id)  # its result expired
+    assert await task_queue.enqueue("charge_card", order="B-2", cents=1, _job_id="order-9")
+    assert not await task_queue.retry(task_id)
+    assert await task_queue.dead_letter_store.count() == 1
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.name, state.status) == ("charge_card", "queued")
+
+
+async def test_bulk_retry_acts_on_the_letters_present_when_it_started_and_returns(
+    settings: Settings, task_queue: TaskQueue, run_worker: Callable[[], Any]
+) -> None:
+    """Three letters, one of which cannot be retried (its id is taken): retry all of them
+    retries two and returns, where re-reading the list until it is empty never ended."""
+    ids = [await task_queue.enqueue("refuses", _job_id=f"bulk-{n}") for n in range(3)]
+    await run_worker()
+    await task_queue.pool.delete(result_key_prefix + "bulk-0")
+    assert await task_queue.enqueue("charge_card", order="C-3", cents=1, _job_id="bulk-0")
+    console = ConsoleService(task_queue, settings, {})
+    done = await asyncio.wait_for(console.bulk("retry", "refuses", "key:tests"), 30)
+    assert done == 2
+    assert [letter.task_id for letter in await task_queue.dead_letters(limit=10)] == [ids[0]]

@@ -101,6 +101,13 @@ class DeadLetterStore:
         raw = await self.redis.get(DEAD_LETTER_PREFIX + task_id)
         return _dead_letter(deserialize(raw)) if raw else None
 
+    async def ids(self, name: str) -> list[str]:
+        """The ids of every dead letter of task `name` now, the most recent first."""
+        return [
+            raw.decode()
+            for raw in await self.redis.zrevrange(DEAD_LETTERS_BY_NAME_PREFIX + name, 0, -1)
+        ]
+
     async def count(self, name: str | None = None) -> int:
         return int(
             await self.redis.zcard(DEAD_LETTERS_BY_NAME_PREFIX + name if name else DEAD_LETTERS_KEY)
@@ -128,6 +135,11 @@ class DeadLetterStore:
                 pipe.delete(*also_delete)
             removed, *_ = await pipe.execute()
         return _dead_letter(deserialize(raw)) if removed else None
+
+
+def parse_dead_letter(raw: bytes) -> DeadLetter:
+    """A dead letter from its stored record."""
+    return _dead_letter(deserialize(raw))
 
 
 def _dead_letter(record: dict[str, Any]) -> DeadLetter:

@@ -30,7 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 {%- endif %}
 
 from ..settings import Settings, get_settings
-from .dead_letters import DeadLetter, DeadLetterStore
+from .dead_letters import (
+    DEAD_LETTER_PREFIX,
+    DEAD_LETTERS_BY_NAME_PREFIX,
+    DEAD_LETTERS_KEY,
+    DeadLetter,
+    DeadLetterStore,
+    parse_dead_letter,
+)
 from .enqueue_script import (
     ENQUEUE_SCRIPT,
     RATE_KEY_PREFIX,
@@ -43,11 +50,12 @@ from .events import events_channel, task_event
 from .outbox import add_to_outbox
 {%- endif %}
 from .redis import close_redis, create_redis
+from .retry_script import RETRY_LETTER_SCRIPT
 from .serialization import deserialize, serialize
 from .task_context import Meta, current_meta, job_payload
 from .task_handle import TaskHandle
 from .task_history import TaskHistory
-from .task_keys import leases_key
+from .task_keys import LETTER_RETRIED_PREFIX, leases_key
 from .task_metrics import SUBMISSIONS_KEY, TaskMetrics, TaskMetricsStore
 from .task_state import PROGRESS_KEY_PREFIX, TaskState, read_task_state
 
@@ -92,6 +100,7 @@ class TaskQueue:
             pool, keep_s=settings.console_history_s, keep_max=settings.console_history_max
         )
         self._enqueue_script = pool.register_script(ENQUEUE_SCRIPT)
+        self._retry_script = pool.register_script(RETRY_LETTER_SCRIPT)
 
     async def enqueue(
         self,
@@ -215,20 +224,33 @@ class TaskQueue:
         return await self.dead_letter_store.newest(limit=limit, offset=offset)
 
     async def retry(self, task_id: str) -> bool:
-        """Enqueue a dead-lettered task again, under the same id, with its arguments;
-        False when it is not dead-lettered."""
-        stale = (result_key_prefix + task_id, PROGRESS_KEY_PREFIX + task_id)
-        letter = await self.dead_letter_store.take(task_id, *stale)
-        if letter is None:
+        """Enqueue a dead-lettered task again, under the same id, with its arguments, in one
+        script that also takes the letter (retry_script.py). False when it is not
+        dead-lettered, or another task holds its id now (the letter then stays)."""
+        raw = await self.pool.get(DEAD_LETTER_PREFIX + task_id)
+        if raw is None:
             return False
-        enqueued = await self.enqueue(
-            letter.name,
-            *letter.positional_args,
-            _job_id=task_id,
-            _queue_name=letter.queue,
-            **letter.args,
+        letter = parse_dead_letter(raw)
+        enqueued_ms = int(time.time() * 1000)
+        payload = job_payload(
+            letter.name, tuple(letter.positional_args), letter.args, None, enqueued_ms, {}
         )
-        return enqueued is not None
+        answer = await self._retry_script(
+            keys=[
+                DEAD_LETTER_PREFIX + task_id,
+                DEAD_LETTERS_KEY,
+                DEAD_LETTERS_BY_NAME_PREFIX + letter.name,
+                job_key_prefix + task_id,
+                result_key_prefix + task_id,
+                PROGRESS_KEY_PREFIX + task_id,
+                letter.queue,
+                LETTER_RETRIED_PREFIX + task_id,
+                SUBMISSIONS_KEY,
+            ],
+            args=[task_id, raw, payload, expires_extra_ms, wake_channel(letter.queue), letter.name],
+            client=self.pool,
+        )
+        return bool(answer == 1)
 
     async def worker_alive(self, queue: str) -> bool:
         """True while a worker of `queue` has sent its own heartbeat recently (one missed beat

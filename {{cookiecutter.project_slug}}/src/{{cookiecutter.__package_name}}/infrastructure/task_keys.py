@@ -12,6 +12,9 @@ LEASES_SUFFIX = ":leases"
 # Written when a try ends, so that the end sent again after a lost reply is known as done.
 ENDED_TRY_PREFIX = "task:ended:"
 ENDED_TRY_TTL_MS = 60_000
+# Written when a dead letter is retried (its record's digest), for the same reason.
+LETTER_RETRIED_PREFIX = "task:letter-retried:"
+LETTER_RETRIED_TTL_MS = 60_000
 # The in-progress key of a task: its lease, holding the token of the try that holds it.
 LEASE_KEY_PREFIX = in_progress_key_prefix
 

@@ -27,7 +27,6 @@ ListStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", 
 LIST_STATUSES: tuple[ListStatus, ...] = get_args(ListStatus)
 PAGE_SIZE = 50
 CHART_MINUTES = 60
-BULK_CHUNK = 500
 {% if cookiecutter.python_version == "3.11" -%}
 Row = TypeVar("Row")
 {% endif -%}
@@ -264,12 +263,13 @@ class ConsoleService:
     async def bulk(self, action: Literal["retry", "delete"], name: str, operator: str) -> int:
         """Retry or delete every dead letter of task `name`; how many were."""
         store, done = self._queue.dead_letter_store, 0
-        while letters := await store.newest(limit=BULK_CHUNK, name=name):
-            for letter in letters:
-                if action == "retry":
-                    done += await self._queue.retry(letter.task_id)
-                else:
-                    done += await store.take(letter.task_id) is not None
+        # The letters present now: a retried task that fails again at once, or a letter whose
+        # retry is refused, is not acted on twice, and the action ends.
+        for task_id in await store.ids(name):
+            if action == "retry":
+                done += await self._queue.retry(task_id)
+            else:
+                done += await store.take(task_id) is not None
         logger.info("console: %s %s %d dead letters of %s", operator, action + "d", done, name)
         return done
 
