@@ -56,7 +56,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/infrastructure/oidc.py",
             "src/{pkg}/infrastructure/queue.py",
             "src/{pkg}/infrastructure/redis.py",
-            "src/{pkg}/infrastructure/retry_script.py",
+            "src/{pkg}/infrastructure/queue_scripts.py",
             "src/{pkg}/infrastructure/serialization.py",
             "src/{pkg}/infrastructure/sessions.py",
             "src/{pkg}/infrastructure/task_context.py",

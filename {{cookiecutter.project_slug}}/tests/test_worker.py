@@ -12,6 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 
 from {{ cookiecutter.__package_name }}.infrastructure import queue as queue_module
 from {{ cookiecutter.__package_name }}.infrastructure import tasks as tasks_module
@@ -334,3 +341,36 @@ async def test_retry_with_a_chosen_delay_runs_the_task_again_after_it(
     assert state is not None
     assert (state.status, state.tries, state.result) == ("complete", 2, "second try")
     assert calls[1] - calls[0] >= 0.3
+
+
+async def test_an_abort_sent_again_after_a_lost_reply_gives_the_same_answer(
+    task_queue: TaskQueue,
+) -> None:
+    """Aborting a waiting task is one script: off its queue and its result written together;
+    the same script sent again (its first reply lost) answers "aborted" again and changes
+    nothing more."""
+    task_id = await task_queue.enqueue("example_task", message="never")
+    assert task_id
+    pool, queues = task_queue.pool, task_queue.queues
+    job_raw = await pool.get(job_key_prefix + task_id)
+    assert await task_queue.abort(task_id) == "aborted"
+    result = await pool.get(result_key_prefix + task_id)
+    again = await task_queue._abort_script(  # what the first call sent
+        keys=[
+            in_progress_key_prefix + task_id,
+            job_key_prefix + task_id,
+            result_key_prefix + task_id,
+            retry_key_prefix + task_id,
+            abort_jobs_ss,
+            *queues,
+        ],
+        args=[task_id, job_raw, result, 60_000, *(f"unused-{queue}" for queue in queues)],
+        client=pool,
+    )
+    assert again == b"aborted"
+    assert await pool.get(result_key_prefix + task_id) == result
+    assert not await pool.zscore(abort_jobs_ss, task_id)  # no stop request for a worker
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.status, state.tries, state.started_at) == ("aborted", 0, None)
+    assert all([await pool.zscore(queue, task_id) is None for queue in queues])

@@ -24,7 +24,6 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.jobs import deserialize_job, serialize_result
-from redis.exceptions import WatchError
 {%- if cookiecutter.__database == "postgres" %}
 from sqlalchemy.ext.asyncio import AsyncSession
 {%- endif %}
@@ -49,8 +48,8 @@ from .events import events_channel, task_event
 {%- if cookiecutter.__database == "postgres" %}
 from .outbox import add_to_outbox
 {%- endif %}
+from .queue_scripts import ABORT_SCRIPT, RETRY_LETTER_SCRIPT
 from .redis import close_redis, create_redis
-from .retry_script import RETRY_LETTER_SCRIPT
 from .serialization import deserialize, serialize
 from .task_context import Meta, current_meta, job_payload
 from .task_handle import TaskHandle
@@ -62,7 +61,6 @@ from .task_state import PROGRESS_KEY_PREFIX, TaskState, read_task_state
 # Workers listen here to start a task as soon as it is enqueued, instead of polling for it.
 WAKE_CHANNEL_PREFIX = "task:wake:"
 HEALTH_CHECK_SUFFIX = ":health-check"
-CLAIM_MS = 5_000
 
 
 class NonRetryableError(Exception):
@@ -101,6 +99,7 @@ class TaskQueue:
         )
         self._enqueue_script = pool.register_script(ENQUEUE_SCRIPT)
         self._retry_script = pool.register_script(RETRY_LETTER_SCRIPT)
+        self._abort_script = pool.register_script(ABORT_SCRIPT)
 
     async def enqueue(
         self,
@@ -180,33 +179,45 @@ class TaskQueue:
         return TaskHandle(task_id, self.state)
 
     async def abort(self, task_id: str) -> Literal["aborted", "aborting"]:
-        """Stop a task that has not finished. A queued or deferred one is taken off its queue
-        and recorded as aborted at once; a running one is cancelled by its worker ("aborting")."""
-        in_progress_key = in_progress_key_prefix + task_id
-        async with self.pool.pipeline(transaction=True) as pipe:
-            await pipe.watch(in_progress_key)
-            job_raw = await pipe.get(job_key_prefix + task_id)
-            if job_raw and not await pipe.exists(in_progress_key):
-                # Claim the task the way a worker would (workers WATCH this key before they
-                # start a task), so that no worker starts it while it is taken off its queue.
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.psetex(in_progress_key, CLAIM_MS, b"aborted")
+        """Stop a task that has not finished, in one script (queue_scripts.py). A queued or
+        deferred one is taken off its queue and recorded as aborted at once; a running one is
+        cancelled by its worker ("aborting")."""
+        for _ in range(3):  # again only if its payload changed between the read and the script
+            async with self.pool.pipeline(transaction=False) as pipe:
+                pipe.get(job_key_prefix + task_id)
                 for queue in self.queues:
-                    pipe.zrem(queue, task_id)
-                try:
-                    _, *removed = await pipe.execute()
-                except WatchError:
-                    removed = []  # a worker started it just now: cancel it below
-                if any(removed):
-                    queue = self.queues[removed.index(1)]
-                    await self._record_aborted(task_id, job_raw, queue)
-                    return "aborted"
-        async with self.pool.pipeline(transaction=False) as pipe:
-            pipe.zadd(abort_jobs_ss, {task_id: int(time.time() * 1000)})
-            for queue in self.queues:  # the worker running it cancels it on its next pass
-                pipe.publish(wake_channel(queue), b"")
-            await pipe.execute()
-        return "aborting"
+                    pipe.zscore(queue, task_id)
+                job_raw, *scores = await pipe.execute()
+            waits_on = [queue for queue, score in zip(self.queues, scores, strict=True) if score]
+            result = self._aborted_result(task_id, job_raw, (waits_on or self.queues)[0])
+            outcome = await self._abort_script(
+                keys=[
+                    in_progress_key_prefix + task_id,
+                    job_key_prefix + task_id,
+                    result_key_prefix + task_id,
+                    retry_key_prefix + task_id,
+                    abort_jobs_ss,
+                    *self.queues,
+                ],
+                args=[
+                    task_id,
+                    job_raw or b"",
+                    result,
+                    int(self.settings.worker_keep_result_s * 1000),
+                    *(wake_channel(queue) for queue in self.queues),
+                ],
+                client=self.pool,
+            )
+            if outcome != b"changed":
+                break
+        if outcome != b"aborted":
+            return "aborting"
+        state = await self.state(task_id)
+        if state is not None:  # tell its followers; the history keeps it
+            await self.history.try_ended(
+                task_id, serialize(state.as_event()), events_channel(task_id)
+            )
+        return "aborted"
 
     async def metrics(self) -> TaskMetrics:
         """Queue depths, tasks running, and what the workers recorded of each try."""
@@ -261,7 +272,10 @@ class TaskQueue:
     async def close(self) -> None:
         await close_redis(self.pool)
 
-    async def _record_aborted(self, task_id: str, job_raw: bytes, queue: str) -> None:
+    def _aborted_result(self, task_id: str, job_raw: bytes | None, queue: str) -> bytes:
+        """The result of a task aborted before it started ("" without a readable payload)."""
+        if not job_raw:
+            return b""
         job = deserialize_job(job_raw, deserializer=deserialize)
         now_ms = int(time.time() * 1000)
         result = serialize_result(
@@ -279,16 +293,7 @@ class TaskQueue:
             task_id,
             serializer=serialize,
         )
-        assert result is not None
-        keep_ms = int(self.settings.worker_keep_result_s * 1000)
-        async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.psetex(result_key_prefix + task_id, keep_ms, result)
-            pipe.delete(job_key_prefix + task_id, retry_key_prefix + task_id)
-            await pipe.execute()
-        state = await self.state(task_id)
-        if state is not None:
-            event = serialize(state.as_event())
-            await self.history.try_ended(task_id, event, events_channel(task_id))
+        return result or b""
 
 
 def open_queue_pool(settings: Settings, *, patient: bool = False) -> ArqRedis:
