@@ -1,8 +1,11 @@
 """POST /api/v1/users: the user and its welcome task, stored together or not at all."""
 
 import asyncio
+import contextlib
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -14,13 +17,9 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from .support import bearer, serve
+from .support import bearer, free_port, serve
 
-{% if cookiecutter.__examples == "yes" -%}
 WELCOME_TASK = "send_single_email"
-{%- else -%}
-WELCOME_TASK = "example_task"
-{%- endif %}
 
 
 async def count(database: AsyncEngine, table: type[User] | type[OutboxTask]) -> int:
@@ -113,6 +112,79 @@ async def test_a_thousand_concurrent_sign_ups_give_a_thousand_tasks(
     assert await count(database, User) == total
     assert await OutboxRelay(database, task_queue, poll_interval_s=1).relay_once() == total
     assert await count(database, OutboxTask) == 0
-    queue = task_queue.settings.{% if cookiecutter.__examples == "yes" %}slow_task_queue{% else %}task_queue{% endif %}
+    queue = task_queue.settings.slow_task_queue
     queued = await task_queue.pool.zrange(queue, 0, -1)
     assert sorted(member.decode() for member in queued) == sorted(task_ids)
+
+
+class Cable:
+    """A TCP forwarder to the database that the test can unplug and plug in again."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        query = dict(parse_qsl(parts.query))
+        socket_dir = query.pop("host", "") if query.get("host", "").startswith("/") else ""
+        port = parts.port or int(query.pop("port", "5432"))
+        # The embedded server listens on a Unix socket; a CI service container on TCP.
+        self.socket = f"{socket_dir}/.s.PGSQL.{port}" if socket_dir else ""
+        self.host, self.port = parts.hostname or "127.0.0.1", port
+        self.listen_port = free_port()
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@127.0.0.1:{self.listen_port}" if credentials else ""
+        netloc = netloc or f"127.0.0.1:{self.listen_port}"
+        self.url = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    async def plug(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.listen_port)
+
+    async def unplug(self) -> None:
+        """Refuse new connections and cut the open ones, as a stopped server does."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._links):
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.socket:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.socket)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self._links |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65_536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._links -= {writer, up_writer}
+
+
+async def test_while_the_database_is_unreachable_its_routes_answer_503_then_recover(
+    settings: Settings, database: AsyncEngine
+) -> None:
+    """With the database unplugged (connections refused and cut), creating a user is a 503
+    with Retry-After and a sentence naming the database, never a 500; plugged in again, the
+    same app serves it without a restart."""
+    cable = Cable(settings.database_url.get_secret_value())
+    await cable.plug()
+    own = settings.model_copy(update={"database_url": SecretStr(cable.url)})
+    async with serve(create_app(own)) as client:
+        first = await client.post("/api/v1/users", json={"email": "a@example.com", "name": "A"})
+        assert first.status_code == 201, first.text
+        await cable.unplug()
+        for email in ("b@example.com", "c@example.com"):  # a fresh connection, a pooled one
+            down = await client.post("/api/v1/users", json={"email": email, "name": "B"})
+            assert down.status_code == 503, down.text
+            assert "database" in down.json()["detail"]
+            assert down.headers["Retry-After"]
+        await cable.plug()
+        back = await client.post("/api/v1/users", json={"email": "b@example.com", "name": "B"})
+        assert back.status_code == 201, back.text
+    await cable.unplug()
+    assert await count(database, User) == 2

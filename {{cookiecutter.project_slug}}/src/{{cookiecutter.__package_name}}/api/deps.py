@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..infrastructure.cache import Cache
 {%- if cookiecutter.__database == "postgres" %}
-from ..infrastructure.database import Sessions
+from ..infrastructure.database import DatabaseUnavailableError, Sessions, unreachable
 {%- endif %}
 {%- if cookiecutter.cache_backend != "none" %}
 from ..infrastructure.events import TaskEventHub
@@ -101,7 +101,12 @@ async def get_db_session(connection: HTTPConnection) -> AsyncIterator[AsyncSessi
     it means to keep (`async with session.begin():`)."""
     sessions: Sessions = connection.app.state.db_sessions
     async with sessions() as session:
-        yield session
+        try:
+            yield session
+        except Exception as exc:
+            if unreachable(exc):  # the route answers 503 (api/errors.py), never a 500
+                raise DatabaseUnavailableError(str(exc) or type(exc).__name__) from exc
+            raise
 {%- endif %}
 
 

@@ -10,6 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+{% if cookiecutter.__database == "postgres" -%}
+from ..infrastructure.database import DatabaseUnavailableError
+{% endif -%}
 from ..infrastructure.enqueue_script import QueueFullError, RateLimitedError
 from ..infrastructure.redis import UNAVAILABLE_ERRORS
 
@@ -25,6 +28,19 @@ async def server_unavailable(request: Request, exc: Exception) -> Response:
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
+
+
+{%- if cookiecutter.__database == "postgres" %}
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """A 503 with a reason and Retry-After while the database cannot be reached."""
+    return JSONResponse(
+        {"detail": "The database is unreachable right now; retry shortly."},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+{%- endif %}
 
 
 async def queue_full(request: Request, exc: Exception) -> Response:
@@ -57,6 +73,9 @@ async def invalid_request(request: Request, exc: Exception) -> Response:
 Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 EXCEPTION_HANDLERS: dict[int | type[Exception], Handler] = {
     **dict.fromkeys(UNAVAILABLE_ERRORS, server_unavailable),
+{%- if cookiecutter.__database == "postgres" %}
+    DatabaseUnavailableError: database_unavailable,
+{%- endif %}
     QueueFullError: queue_full,
     RateLimitedError: rate_limited,
     RequestValidationError: invalid_request,

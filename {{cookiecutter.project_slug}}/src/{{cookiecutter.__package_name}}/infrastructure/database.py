@@ -4,7 +4,14 @@ The API makes its engine in its lifespan, each worker in its `on_startup`; both 
 shutdown. A session is one unit of work: `async with sessions() as session, session.begin():`.
 """
 
+from asyncpg.exceptions import (
+    OperatorInterventionError,
+    PostgresConnectionError,
+    TooManyConnectionsError,
+)
 from sqlalchemy import MetaData, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -25,6 +32,29 @@ NAMING_CONVENTION = {
 }
 
 Sessions = async_sessionmaker[AsyncSession]
+# What asyncpg raises while the database cannot be reached: a refused or timed-out connection
+# (OSError, TimeoutError), a server starting, shutting down or restarting, a connection lost
+# mid-query, no connection slot left.
+UNREACHABLE_ERRORS = (
+    OSError,
+    OperatorInterventionError,
+    PostgresConnectionError,
+    TooManyConnectionsError,
+)
+
+
+class DatabaseUnavailableError(Exception):
+    """The database did not answer: down, unreachable, shutting down, or out of connections."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now, as opposed to a bad query."""
+    if isinstance(exc, PoolTimeoutError):  # no free connection in the pool within its timeout
+        return True
+    if isinstance(exc, DBAPIError):
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        return exc.connection_invalidated or isinstance(cause or exc.orig, UNREACHABLE_ERRORS)
+    return isinstance(exc, UNREACHABLE_ERRORS)
 
 
 class Base(DeclarativeBase):
