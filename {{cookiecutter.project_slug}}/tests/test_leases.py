@@ -57,9 +57,9 @@ def forget_runs() -> None:
     release.clear()
 
 
-def leased(settings: Settings) -> Settings:
-    """Settings with the shortest lease, so that a lost one shows within a second."""
-    return settings.model_copy(update={"worker_lease_s": 1.0})
+def leased(settings: Settings, lease_s: float = 1.0) -> Settings:
+    """Settings with a short lease, so that a lost one shows within seconds."""
+    return settings.model_copy(update={"worker_lease_s": lease_s})
 
 
 def options(settings: Settings, *specs: TaskSpec, **overrides: Any) -> dict[str, Any]:
@@ -100,19 +100,20 @@ async def test_a_task_that_blocks_its_event_loop_past_the_lease_runs_once(
     settings: Settings, task_queue: TaskQueue, make_worker: Callable[..., Worker]
 ) -> None:
     """Two workers, each with its own loop, poll the queue; the one that claims the task is
-    stuck for 3.5 leases, yet its lease holds (the keeper renews it from a thread of its own),
-    so the other, free all along, never starts it."""
-    settings = leased(settings)
+    stuck for three leases, yet its lease holds (the keeper renews it from a thread of its own,
+    every third of a lease: 2 s of slack for a loaded machine), so the other, free all along,
+    never starts it."""
+    settings = leased(settings, lease_s=3.0)
     spec = TaskSpec(blocks_its_loop, timeout_s=30)
     stop = threading.Event()
     second = worker_in_its_own_thread(options(settings, spec, burst=False), stop)
     first = make_worker(**options(settings, spec, burst=False))
     serving = asyncio.create_task(first.main())
     try:
-        task_id = await task_queue.enqueue("blocks_its_loop", seconds=3.5)
+        task_id = await task_queue.enqueue("blocks_its_loop", seconds=9)
         assert task_id
         await eventually(lambda: finished(task_queue, task_id))
-        await asyncio.sleep(1.5)  # a second run, had it started, would show by now
+        await asyncio.sleep(2)  # a second run, had it started, would show by now
         state = await task_queue.state(task_id)
         assert state is not None
         assert (state.status, state.tries, state.result) == ("complete", 1, "done")
@@ -195,10 +196,10 @@ async def test_the_lease_keeper_outlives_failing_renewals(
     lost: list[str] = []
     keeper = LeaseKeeper(
         lambda: create_redis(settings, queue=True),
-        lease_ms=1_500,
+        lease_ms=3_000,
         on_lost=lambda job_id, token: lost.append(job_id),
     )
-    await redis.set(LEASE_KEY_PREFIX + "t1", "token-1", px=1_500)
+    await redis.set(LEASE_KEY_PREFIX + "t1", "token-1", px=3_000)
     await redis.set("not-a-lease-set", "a string")
     keeper.hold("t1", "token-1", "not-a-lease-set", for_s=60)
     with caplog.at_level(logging.INFO):
@@ -207,7 +208,7 @@ async def test_the_lease_keeper_outlives_failing_renewals(
             await eventually(lambda: asyncio.sleep(0, result="could not renew" in caplog.text))
             await redis.delete("not-a-lease-set")
             await eventually(lambda: asyncio.sleep(0, result="renewing" in caplog.text))
-            await asyncio.sleep(2.0)  # past the 1.5 s lease: renewed, so still there
+            await asyncio.sleep(4.0)  # past the 3 s lease: renewed, so still there
             assert await redis.get(LEASE_KEY_PREFIX + "t1") == b"token-1"
         finally:
             await asyncio.to_thread(keeper.stop)
