@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -203,26 +204,38 @@ def tool_env(python: str | None = None) -> dict[str, str]:
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: Any = None) -> str:
-    """Run a command; on failure, fail the test with the command and the end of its output."""
-    completed = subprocess.run(
+    """Run a command; on failure, fail the test with the command and the end of its output.
+
+    It runs in a session of its own: past COMMAND_TIMEOUT_S the whole session is killed, so
+    that the servers and workers a project's tests started do not outlive it and load the
+    machine for the tests after it."""
+    with subprocess.Popen(
         command,
         cwd=cwd,
         env=env or tool_env(),
         stdin=stdin,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
-    output = completed.stdout + completed.stderr
-    if completed.returncode != 0:
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(
+                f"`{' '.join(command)}` did not end within {COMMAND_TIMEOUT_S} s:\n"
+                f"{stdout[-6000:]}\n--- stderr ---\n{stderr[-3000:]}"
+            )
+    if process.returncode != 0:
         # The end of each stream: a test run's summary (stdout) is not buried under the
         # servers' logs (stderr).
         pytest.fail(
-            f"`{' '.join(command)}` exited {completed.returncode}:\n"
-            f"{completed.stdout[-6000:]}\n--- stderr ---\n{completed.stderr[-3000:]}"
+            f"`{' '.join(command)}` exited {process.returncode}:\n"
+            f"{stdout[-6000:]}\n--- stderr ---\n{stderr[-3000:]}"
         )
-    return output
+    return stdout + stderr
 
 
 def dev_api_key(project: Path) -> str:
