@@ -9,24 +9,20 @@ from typing import Any
 
 import httpx
 import pytest
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import result_key_prefix
 from arq.worker import Worker
 from redis.asyncio.client import PubSub
 
 from {{ cookiecutter.__package_name }}.access import create_key
 from {{ cookiecutter.__package_name }}.infrastructure.dead_letters import (
     DEAD_LETTER_PREFIX,
-    DEAD_LETTERS_BY_NAME_PREFIX,
-    DEAD_LETTERS_KEY,
 )
 from {{ cookiecutter.__package_name }}.infrastructure.events import events_channel
 from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     NonRetryableError,
     TaskQueue,
+    retry_letter_keys,
 )
-from {{ cookiecutter.__package_name }}.infrastructure.task_keys import LETTER_RETRIED_PREFIX
-from {{ cookiecutter.__package_name }}.infrastructure.task_metrics import SUBMISSIONS_KEY
-from {{ cookiecutter.__package_name }}.infrastructure.task_state import PROGRESS_KEY_PREFIX
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.services.console import ConsoleService
@@ -241,17 +237,7 @@ async def test_a_retry_sent_again_after_a_lost_reply_gives_the_same_answer(
     assert await task_queue.retry(task_id)
     # What the first call saw, sent again: the note of the retry answers it.
     again = await task_queue._retry_script(  # the same keys and arguments as `retry` sends
-        keys=[
-            DEAD_LETTER_PREFIX + task_id,
-            DEAD_LETTERS_KEY,
-            DEAD_LETTERS_BY_NAME_PREFIX + "refuses",
-            job_key_prefix + task_id,
-            result_key_prefix + task_id,
-            PROGRESS_KEY_PREFIX + task_id,
-            task_queue.settings.task_queue,
-            LETTER_RETRIED_PREFIX + task_id,
-            SUBMISSIONS_KEY,
-        ],
+        keys=retry_letter_keys(task_id, "refuses", task_queue.settings.task_queue),
         args=[task_id, raw, b"{}", 60_000, "unused", "refuses"],
         client=task_queue.pool,
     )

@@ -14,10 +14,8 @@ import httpx
 import pytest
 from arq.constants import (
     abort_jobs_ss,
-    in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
-    retry_key_prefix,
 )
 
 from {{ cookiecutter.__package_name }}.infrastructure import queue as queue_module
@@ -356,14 +354,7 @@ async def test_an_abort_sent_again_after_a_lost_reply_gives_the_same_answer(
     assert await task_queue.abort(task_id) == "aborted"
     result = await pool.get(result_key_prefix + task_id)
     again = await task_queue._abort_script(  # what the first call sent
-        keys=[
-            in_progress_key_prefix + task_id,
-            job_key_prefix + task_id,
-            result_key_prefix + task_id,
-            retry_key_prefix + task_id,
-            abort_jobs_ss,
-            *queues,
-        ],
+        keys=task_queue.abort_keys(task_id),
         args=[task_id, job_raw, result, 60_000, *(f"unused-{queue}" for queue in queues)],
         client=pool,
     )

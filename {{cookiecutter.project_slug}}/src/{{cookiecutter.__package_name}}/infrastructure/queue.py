@@ -191,14 +191,7 @@ class TaskQueue:
             waits_on = [queue for queue, score in zip(self.queues, scores, strict=True) if score]
             result = self._aborted_result(task_id, job_raw, (waits_on or self.queues)[0])
             outcome = await self._abort_script(
-                keys=[
-                    in_progress_key_prefix + task_id,
-                    job_key_prefix + task_id,
-                    result_key_prefix + task_id,
-                    retry_key_prefix + task_id,
-                    abort_jobs_ss,
-                    *self.queues,
-                ],
+                keys=self.abort_keys(task_id),
                 args=[
                     task_id,
                     job_raw or b"",
@@ -218,6 +211,17 @@ class TaskQueue:
                 task_id, serialize(state.as_event()), events_channel(task_id)
             )
         return "aborted"
+
+    def abort_keys(self, task_id: str) -> list[str]:
+        """The keys ABORT_SCRIPT reads and writes for `task_id`."""
+        return [
+            in_progress_key_prefix + task_id,
+            job_key_prefix + task_id,
+            result_key_prefix + task_id,
+            retry_key_prefix + task_id,
+            abort_jobs_ss,
+            *self.queues,
+        ]
 
     async def metrics(self) -> TaskMetrics:
         """Queue depths, tasks running, and what the workers recorded of each try."""
@@ -247,17 +251,7 @@ class TaskQueue:
             letter.name, tuple(letter.positional_args), letter.args, None, enqueued_ms, {}
         )
         answer = await self._retry_script(
-            keys=[
-                DEAD_LETTER_PREFIX + task_id,
-                DEAD_LETTERS_KEY,
-                DEAD_LETTERS_BY_NAME_PREFIX + letter.name,
-                job_key_prefix + task_id,
-                result_key_prefix + task_id,
-                PROGRESS_KEY_PREFIX + task_id,
-                letter.queue,
-                LETTER_RETRIED_PREFIX + task_id,
-                SUBMISSIONS_KEY,
-            ],
+            keys=retry_letter_keys(task_id, letter.name, letter.queue),
             args=[task_id, raw, payload, expires_extra_ms, wake_channel(letter.queue), letter.name],
             client=self.pool,
         )
@@ -294,6 +288,21 @@ class TaskQueue:
             serializer=serialize,
         )
         return result or b""
+
+
+def retry_letter_keys(task_id: str, name: str, queue: str) -> list[str]:
+    """The keys RETRY_LETTER_SCRIPT reads and writes for the dead letter of `task_id`."""
+    return [
+        DEAD_LETTER_PREFIX + task_id,
+        DEAD_LETTERS_KEY,
+        DEAD_LETTERS_BY_NAME_PREFIX + name,
+        job_key_prefix + task_id,
+        result_key_prefix + task_id,
+        PROGRESS_KEY_PREFIX + task_id,
+        queue,
+        LETTER_RETRIED_PREFIX + task_id,
+        SUBMISSIONS_KEY,
+    ]
 
 
 def open_queue_pool(settings: Settings, *, patient: bool = False) -> ArqRedis:
