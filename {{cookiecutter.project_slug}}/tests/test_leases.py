@@ -51,6 +51,17 @@ async def waits_for_release(ctx: dict[str, Any]) -> str:
     return "released"
 
 
+async def stalls_on_its_first_try(ctx: dict[str, Any]) -> str:
+    runs.append(ctx["job_id"])
+    if ctx["job_try"] == 1:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            runs.append("first try stopped")
+            raise
+    return "second try"
+
+
 @pytest.fixture(autouse=True)
 def forget_runs() -> None:
     runs.clear()
@@ -159,6 +170,40 @@ async def test_a_worker_that_lost_its_lease_stops_the_task_and_changes_nothing(
     assert (state.status, state.result) == ("in_progress", None)
     assert await redis.zscore(settings.task_queue, task_id) is None  # not queued again
     assert runs == [task_id]
+
+
+async def test_a_worker_that_claims_its_own_lapsed_task_again_runs_one_try_at_a_time(
+    settings: Settings,
+    task_queue: TaskQueue,
+    make_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The keeper is starved (here: its renewals do nothing), so the lease of a running try
+    runs out and the worker's own next pass claims the task again. The first try is stopped
+    before the second starts, the second's end is the task's end, and the try is counted once."""
+
+    async def starved(*args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(LeaseKeeper, "_renew", starved)
+    settings = leased(settings)
+    task_id = await task_queue.enqueue("stalls_on_its_first_try")
+    assert task_id
+    spec = TaskSpec(stalls_on_its_first_try, timeout_s=120)
+    worker = make_worker(**options(settings, spec, burst=False, poll_delay=0.1))
+    serving = asyncio.create_task(worker.main())
+    try:
+        await eventually(lambda: finished(task_queue, task_id))
+        await eventually(lambda: asyncio.sleep(0, result=not worker.tasks))
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+    assert runs == [task_id, "first try stopped", task_id]
+    state = await task_queue.state(task_id)
+    assert state is not None
+    assert (state.status, state.tries, state.result) == ("complete", 2, "second try")
+    outcomes = (await task_queue.metrics()).outcomes
+    assert outcomes.get(("stalls_on_its_first_try", "complete")) == 1
 
 
 async def test_free_slots_find_waiting_tasks_however_many_run(

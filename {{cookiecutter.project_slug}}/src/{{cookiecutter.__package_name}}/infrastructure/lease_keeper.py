@@ -90,9 +90,12 @@ class LeaseKeeper:
             if held is not None:
                 held.until = time.monotonic() + for_s
 
-    def release(self, job_id: str) -> None:
+    def release(self, job_id: str, token: str) -> None:
+        """Stop renewing the lease of `job_id`, if it is still held under `token`."""
         with self._lock:
-            self._held.pop(job_id, None)
+            held = self._held.get(job_id)
+            if held is not None and held.token == token:
+                del self._held[job_id]
 
     def stop(self) -> None:
         """Stop renewing (once the tasks have ended) and wait for the thread."""

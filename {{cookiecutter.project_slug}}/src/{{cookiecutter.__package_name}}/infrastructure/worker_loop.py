@@ -35,19 +35,22 @@ RUN_BY_OUR_WORKER = "run_by_our_worker"
 SWEEP_MAX = 100
 # The longest wait before the next pass after Redis failed one.
 MAX_BACKOFF_S = 2.0
-# The task whose try runs in this asyncio task: reading its payload tells its timeout.
-CURRENT_TASK: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "current_task", default=None
-)
 AfterJobEnd = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Claim:
-    """This worker's hold on one try: the token its lease holds, and when the task was due."""
+    """This worker's hold on one try: the task, the token its lease holds, when it was due."""
 
+    job_id: str
     token: str
     score: int
+
+
+# The try that runs in this asyncio task: its payload tells its timeout, its end its token.
+CURRENT_TRY: contextvars.ContextVar[Claim | None] = contextvars.ContextVar(
+    "current_try", default=None
+)
 
 
 class Worker(arq.worker.Worker):
@@ -65,7 +68,9 @@ class Worker(arq.worker.Worker):
     slots always find the next one, however many run across the fleet. Each try's lease holds
     a token; the lease keeper (its own thread) renews it while the try runs, and the end of
     the try (FINISH_SCRIPT) writes nothing unless its token still holds the lease. A task whose
-    worker died runs again once its lease (WORKER_LEASE_S) has run out.
+    worker died runs again once its lease (WORKER_LEASE_S) has run out. What a worker keeps of
+    a try is keyed by its token: a worker whose own lease lapsed (its renewals starved) may
+    claim the same task again, and that new try starts once the old one has stopped.
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class Worker(arq.worker.Worker):
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.worker_id = f"{self.host}:{self.pid}:{os.urandom(4).hex()}"
         self._claim_numbers = itertools.count()
+        # The newest try of each task this worker runs, and the tokens of tries fenced out.
         self._claims: dict[str, Claim] = {}
         self._fenced_out: set[str] = set()
         self._metrics: TaskMetricsStore | None = None
@@ -151,35 +157,44 @@ class Worker(arq.worker.Worker):
             job_try, token = int(reply[i + 2]), reply[i + 3].decode()
             await self.sem.acquire()  # free: no more than the free slots are claimed
             self.job_counter += 1
-            self._claims[job_id] = Claim(token, score)
+            claim = Claim(job_id, token, score)
+            earlier = self._claims.get(job_id)
+            if earlier is not None:
+                self._stop(earlier, "its lease ran out while it ran here, and it was claimed again")
+            self._claims[job_id] = claim
             self._keeper.hold(job_id, token, self.leases_key, for_s=self.job_timeout_s)
             task = self.loop.create_task(
-                self._run_try(job_id, score),
+                self._run_try(claim, self.tasks.get(job_id) if earlier else None),
                 context=task_log_context(job_id, self.queue_name, job_try),
             )
             task.add_done_callback(self._slot_freed)
             self.tasks[job_id] = task
         return len(reply) // 4
 
-    async def _run_try(self, job_id: str, score: int) -> None:
-        CURRENT_TASK.set(job_id)
+    async def _run_try(self, claim: Claim, earlier: asyncio.Task[None] | None) -> None:
+        """Run one try; after `earlier` (a stopped try of the same task here) has ended."""
+        CURRENT_TRY.set(claim)
         try:
-            await self.run_job(job_id, score)
+            if earlier is not None:
+                await asyncio.wait([earlier])
+            if claim.token not in self._fenced_out:
+                await self.run_job(claim.job_id, claim.score)
         finally:
-            self._keeper.release(job_id)
-            self._claims.pop(job_id, None)
-            self._fenced_out.discard(job_id)
+            self._keeper.release(claim.job_id, claim.token)
+            if self._claims.get(claim.job_id) is claim:
+                del self._claims[claim.job_id]
+            self._fenced_out.discard(claim.token)
 
     def _read_job(self, payload: bytes) -> dict[str, Any]:
         """Read a payload (in its try's task) and renew the lease until the task's own
         timeout, plus one lease, has passed."""
         assert self._read_payload is not None
         job: dict[str, Any] = self._read_payload(payload)
-        job_id = CURRENT_TASK.get()
+        claim = CURRENT_TRY.get()
         function = self.functions.get(str(job.get("f"))) if isinstance(job, dict) else None
-        if job_id is not None and function is not None:
+        if claim is not None and function is not None:
             timeout_s = function.timeout_s or self.job_timeout_s
-            self._keeper.extend(job_id, for_s=timeout_s + self.lease_s)
+            self._keeper.extend(claim.job_id, for_s=timeout_s + self.lease_s)
         return job
 
     def _slot_freed(self, task: asyncio.Task[None]) -> None:
@@ -194,15 +209,20 @@ class Worker(arq.worker.Worker):
     def _stop_fenced_out(self, job_id: str, token: str) -> None:
         claim = self._claims.get(job_id)
         if claim is None or claim.token != token:
-            return  # the try ended meanwhile
-        self._fenced_out.add(job_id)
-        logger.error(
-            "%s lost its lease (its event loop was blocked past WORKER_LEASE_S, or Redis "
-            "lost the lease): another worker may run it now, so this try is stopped and "
-            "changes nothing",
-            job_id,
+            return  # the try ended meanwhile, or was stopped when claimed again here
+        self._stop(
+            claim,
+            "its event loop was blocked past WORKER_LEASE_S, or Redis lost the lease: "
+            "another worker may run it now",
         )
-        task = self.job_tasks.get(job_id)
+
+    def _stop(self, claim: Claim, why: str) -> None:
+        """Stop a try whose lease another try holds: its end changes nothing."""
+        if claim.token in self._fenced_out:
+            return
+        self._fenced_out.add(claim.token)
+        logger.error("%s lost its lease (%s), so this try is stopped", claim.job_id, why)
+        task = self.job_tasks.get(claim.job_id)
         if task is not None:
             task.cancel()
 
@@ -219,7 +239,7 @@ class Worker(arq.worker.Worker):
         """End a try as arq would, in one script that changes nothing unless this try still
         holds the task's lease. A retry goes back on the queue `incr_score` ms after the
         task's due time (arq's reckoning)."""
-        claim = self._claims.get(job_id)
+        claim = CURRENT_TRY.get()
         next_score = claim.score + incr_score if claim and incr_score and not finish else ""
         forever = keep_result_forever or result_timeout_s is None
         await self._end_try(
@@ -258,9 +278,8 @@ class Worker(arq.worker.Worker):
         keep_lease_ms: int,
     ) -> None:
         assert self._finish is not None
-        claim = self._claims.get(job_id)
-        if claim is None or job_id in self._fenced_out:
-            self._fenced_out.add(job_id)
+        claim = CURRENT_TRY.get()
+        if claim is None or claim.job_id != job_id or claim.token in self._fenced_out:
             return
         ended = await self._finish(
             keys=[
@@ -285,7 +304,7 @@ class Worker(arq.worker.Worker):
             client=self.pool,
         )
         if not ended:
-            self._fenced_out.add(job_id)
+            self._fenced_out.add(claim.token)
             logger.error(
                 "%s: another try holds its lease, so the end of this one changes nothing",
                 job_id,
@@ -293,7 +312,9 @@ class Worker(arq.worker.Worker):
 
     async def _after_try(self, ctx: dict[str, Any]) -> None:
         """The service's end of a try (records, events), unless the try lost its lease."""
-        if ctx["job_id"] not in self._fenced_out and self._after_end is not None:
+        claim = CURRENT_TRY.get()
+        fenced_out = claim is None or claim.token in self._fenced_out
+        if not fenced_out and self._after_end is not None:
             await self._after_end(ctx)
 
     async def _wait_for_work(self) -> None:
