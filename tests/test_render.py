@@ -137,6 +137,8 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/infrastructure/tasks.py",
             "src/{pkg}/infrastructure/worker_loop.py",
             "src/{pkg}/infrastructure/worker_scripts.py",
+            "src/{pkg}/infrastructure/worker_tries.py",
+            "src/{pkg}/infrastructure/worker_wake.py",
             "src/{pkg}/keys.py",
             "src/{pkg}/services/console.py",
             "src/{pkg}/services/metrics.py",

@@ -41,6 +41,7 @@ def test_only_the_task_layer_imports_arq() -> None:
             "task_keys",
             "worker_loop",
             "worker_scripts",
+            "worker_tries",
             "task_state",
             "dead_letters",
             "task_metrics",
