@@ -95,6 +95,18 @@ class Combo:
             group.database,
         )
 
+    @property
+    def slow_tests_run_on(self) -> Combo | None:
+        """The group whose run of the project's slow tests (marked `slow`: worker processes,
+        faults, load) stands for this group's: one per broker, on Python 3.11 with every part
+        on; None where this group is that one, or has no broker. Its other groups run the slow
+        tests of any test file whose copy differs from that group's (test_projects)."""
+        if not self.has_tasks:
+            return None
+        group = self.checked_as
+        full = replace(group, python_version="3.11", example_tasks="yes", database="postgres")
+        return None if full == group else full
+
     def context(self) -> dict[str, str]:
         return asdict(self)
 

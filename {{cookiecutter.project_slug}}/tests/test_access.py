@@ -66,6 +66,7 @@ def protected_operations(app: FastAPI) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_the_keys_command_prints_the_key_then_its_entry() -> None:
     keys_module = "{{ cookiecutter.__package_name }}.keys"
     command = [sys.executable, "-m", keys_module, "create", "mobile"]

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+# Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 BENCH = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.devtools.bench"]
 
 

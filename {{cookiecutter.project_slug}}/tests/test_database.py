@@ -71,6 +71,7 @@ async def tables_and_functions(url: str) -> tuple[list[str], list[str]]:
         await engine.dispose()
 
 
+@pytest.mark.slow
 async def test_migrations_go_up_down_and_up_again(empty_database: str) -> None:
     """From empty to the newest revision, back to empty (trigger function included), and up;
     the models and the migrations agree (`check`)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from {{ cookiecutter.__package_name }}.access import create_key
 from {{ cookiecutter.__package_name }}.devtools.dev import how_to_authenticate
@@ -17,6 +18,8 @@ from {{ cookiecutter.__package_name }}.settings import Settings
 from .support import bearer
 from .test_embedded_redis import port_is_open
 
+# Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 30.0
 
 

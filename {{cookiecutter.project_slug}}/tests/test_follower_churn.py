@@ -22,6 +22,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.events import EVENTS_CHANN
 from .support import TEST_KEY, bearer
 from .test_events import DEADLINE_S, start_api, wait_until_live
 
+# Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 FOLLOWERS = 1_000  # of each kind
 AT_ONCE = 100
 KINDS = ("sse", "ws")

@@ -27,6 +27,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.settings import Settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 
+# Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 DEADLINE_S = 60.0
 runs: list[str] = []
 release = asyncio.Event()

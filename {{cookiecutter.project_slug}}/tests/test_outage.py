@@ -24,6 +24,8 @@ from {{ cookiecutter.__package_name }}.settings import Settings
 
 from .support import serve
 
+# Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 DEADLINE_S = 60.0  # an upper bound for a loaded machine, not a timing claim
 
 

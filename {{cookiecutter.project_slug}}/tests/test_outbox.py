@@ -182,6 +182,7 @@ async def test_a_relay_that_fails_half_way_leaves_the_rest_for_the_next(
     assert sorted(member.decode() for member in queued) == sorted(ids)
 
 
+@pytest.mark.slow
 async def test_sigkill_of_the_relaying_worker_loses_and_duplicates_nothing(
     settings: Settings,
     database: AsyncEngine,
