@@ -65,6 +65,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/infrastructure/task_keys.py",
             "src/{pkg}/infrastructure/task_metrics.py",
             "src/{pkg}/infrastructure/task_state.py",
+            "src/{pkg}/infrastructure/task_tries.py",
             "src/{pkg}/infrastructure/tasks.py",
             "src/{pkg}/infrastructure/worker_loop.py",
             "src/{pkg}/infrastructure/worker_scripts.py",

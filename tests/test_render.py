@@ -134,6 +134,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/infrastructure/task_keys.py",
             "src/{pkg}/infrastructure/task_metrics.py",
             "src/{pkg}/infrastructure/task_state.py",
+            "src/{pkg}/infrastructure/task_tries.py",
             "src/{pkg}/infrastructure/tasks.py",
             "src/{pkg}/infrastructure/worker_loop.py",
             "src/{pkg}/infrastructure/worker_scripts.py",

@@ -26,10 +26,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     enqueue_task,
     get_task_pool,
 )
-from {{ cookiecutter.__package_name }}.infrastructure.tasks import (
-    as_worker_function,
-    backoff_s,
-)
+from {{ cookiecutter.__package_name }}.infrastructure.task_tries import backoff_s
+from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
 from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
 from {{ cookiecutter.__package_name }}.settings import Settings, get_settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec

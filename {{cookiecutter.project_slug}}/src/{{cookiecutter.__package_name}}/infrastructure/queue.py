@@ -1,8 +1,9 @@
 """The task layer's API: enqueue, look up, abort, retry, report progress.
 
 With the modules it uses here (task_state, dead_letters, task_metrics) and the worker's
-(tasks.py, worker_loop.py), this is the only place that imports arq: the rest of the service
-uses `TaskQueue`, `TaskState` and `report_progress`, so arq could be replaced here alone.
+(tasks.py, worker_loop.py, worker_tries.py), this is the only place that imports arq: the
+rest of the service uses `TaskQueue`, `TaskState` and `report_progress`, so arq could be
+replaced here alone.
 """
 
 import asyncio
