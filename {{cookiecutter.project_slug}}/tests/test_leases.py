@@ -244,6 +244,7 @@ async def test_the_lease_keeper_outlives_failing_renewals(
     keeper = LeaseKeeper(
         lambda: create_redis(settings, queue=True),
         lease_ms=3_000,
+        timeout_s=5.0,
         on_lost=lambda job_id, token: lost.append(job_id),
     )
     await redis.set(LEASE_KEY_PREFIX + "t1", "token-1", px=3_000)

@@ -4,6 +4,7 @@ goes on; nothing queued before the outage is lost."""
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -75,17 +76,32 @@ def server(tmp_path: Path) -> Iterator[AofServer]:
 
 
 @pytest.fixture
-def worker(server: AofServer, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m ....worker` on that server, as deployed."""
-    env = {**os.environ, "REDIS_URL": server.url, "WORKER_POLL_DELAY_S": "0.05"}
-    with (tmp_path / "worker.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"],
-            env=env, cwd=tmp_path, stdout=log, stderr=log,
-        )  # fmt: skip
-    yield process
-    process.kill()
-    process.wait()
+def start_worker(
+    server: AofServer, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """`python -m ....worker` on that server, as deployed, with more settings if given;
+    its output in worker.log."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**settings: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "REDIS_URL": server.url, "WORKER_POLL_DELAY_S": "0.05", **settings}
+        with (tmp_path / "worker.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"],
+                env=env, cwd=tmp_path, stdout=log, stderr=log,
+            )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    return start_worker()
 
 
 async def eventually(probe: Callable[[], Awaitable[bool]]) -> None:
@@ -129,3 +145,43 @@ async def test_the_service_rides_out_an_outage_and_loses_no_queued_task(
         await eventually(all_complete)
         assert worker.poll() is None
         assert await workers_alive()
+
+
+async def test_a_server_that_stops_answering_is_an_error_in_the_worker_not_a_hang(
+    settings: Settings,
+    server: AofServer,
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP: the server's sockets stay open and no reply comes back, as with a host that
+    vanished while a request was out. The worker's pass over its queue fails after
+    REDIS_SOCKET_TIMEOUT_S, and says so, again and again; once the server answers again the
+    worker runs tasks as before."""
+    worker = start_worker(REDIS_SOCKET_TIMEOUT_S="1")
+    log = tmp_path / "worker.log"
+    own = settings.model_copy(update={"redis_url": RedisDsn(server.url)})
+    assert server.process is not None
+    async with serve(create_app(own)) as client:
+
+        async def workers_alive() -> bool:
+            reply = await client.get("/health/ready")
+            return reply.status_code == 200 and "alive" in reply.json()["workers"].values()
+
+        async def stall_logged() -> bool:
+            return "a pass over the queue failed (TimeoutError" in log.read_text()
+
+        await eventually(workers_alive)
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            await eventually(stall_logged)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert worker.poll() is None
+        body = {"name": "example_task", "args": {"message": "m", "steps": 1}}
+        url = (await client.post("/api/v1/tasks", json=body)).headers["Location"]
+
+        async def complete() -> bool:
+            reply = await client.get(url)
+            return reply.status_code == 200 and reply.json()["status"] == "complete"
+
+        await eventually(complete)

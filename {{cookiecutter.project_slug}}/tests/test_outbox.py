@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from arq.constants import job_key_prefix, result_key_prefix
+from redis.exceptions import ReadOnlyError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -178,6 +179,36 @@ async def test_a_relay_that_fails_half_way_leaves_the_rest_for_the_next(
     assert await task_queue.pool.zcard(task_queue.queues[0]) == 4
     monkeypatch.setattr(task_queue, "enqueue", enqueue)
     assert await OutboxRelay(database, task_queue, poll_interval_s=1).relay_once() == 10
+    queued = await task_queue.pool.zrange(task_queue.queues[0], 0, -1)
+    assert sorted(member.decode() for member in queued) == sorted(ids)
+
+
+async def test_the_relay_waits_out_a_queue_that_refuses_writes(
+    database: AsyncEngine,
+    task_queue: TaskQueue,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Right after a failover the old master answers READONLY: the running relay logs it,
+    waits, and relays the outbox once the queue takes writes again."""
+    ids = await commit_tasks(database, 3)
+    enqueue = task_queue.enqueue
+    refusals = 0
+
+    async def read_only_twice(*args: Any, **kwargs: Any) -> str | None:
+        nonlocal refusals
+        if refusals < 2:
+            refusals += 1
+            raise ReadOnlyError("You can't write against a read only replica.")
+        return await enqueue(*args, **kwargs)
+
+    monkeypatch.setattr(task_queue, "enqueue", read_only_twice)
+    relay = OutboxRelay(database, task_queue, poll_interval_s=0.2)
+    async with running(relay) as relaying:
+        await wait_for(lambda: has_size(database, 0))
+        assert not relaying.done()
+    assert refusals == 2
+    assert caplog.text.count("outbox relay interrupted (ReadOnlyError") == 2
     queued = await task_queue.pool.zrange(task_queue.queues[0], 0, -1)
     assert sorted(member.decode() for member in queued) == sorted(ids)
 

@@ -4,7 +4,8 @@ A task that blocks its event loop (a synchronous HTTP call, CPU work in async co
 stop a renewal made on that loop: its lease would run out while it still runs, and a second
 worker would run it too. The keeper runs its own event loop and connection in a thread, which
 goes on while the worker's loop is blocked, and renews each lease only while its try's token
-still holds it and until the task's own timeout (plus one lease) has passed. A lease found
+still holds it and until the task's own timeout (plus one lease) has passed. A renewal left
+unanswered for `timeout_s` is a failed one. A lease found
 held by another try is lost: `on_lost` is called on the worker's loop, which stops the task.
 """
 
@@ -65,10 +66,12 @@ class LeaseKeeper:
         open_redis: Callable[[], Redis],
         *,
         lease_ms: int,
+        timeout_s: float,
         on_lost: Callable[[str, str], None],
     ) -> None:
         self._open_redis = open_redis
         self.lease_ms = lease_ms
+        self.timeout_s = timeout_s
         self._on_lost = on_lost
         self._held: dict[str, Held] = {}
         self._lock = threading.Lock()
@@ -114,10 +117,11 @@ class LeaseKeeper:
         try:
             while not await asyncio.to_thread(self._stopping.wait, delay_s):
                 try:
-                    await self._renew(renew, redis)
+                    async with asyncio.timeout(self.timeout_s):
+                        await self._renew(renew, redis)
                 except Exception as exc:
-                    # Whatever went wrong (the server gone, a failover's READONLY), try again
-                    # soon, backing off: a lease outlives three missed renewals.
+                    # Whatever went wrong (the server gone or stalled, a failover's READONLY),
+                    # try again soon, backing off: a lease outlives three missed renewals.
                     if not failing:
                         logger.warning("could not renew the leases of running tasks: %r", exc)
                     delay_s = min(2 * delay_s, MAX_BACKOFF_S, every_s) if failing else 0.05

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from asyncpg import Connection, InterfaceError, PostgresError
+from redis.exceptions import RedisError
 from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,6 +32,8 @@ INTERRUPTIONS: tuple[type[Exception], ...] = (
     PostgresError,
     SQLAlchemyError,
     *UNAVAILABLE_ERRORS,
+    # A failover's READONLY, a script refused: the relay waits and goes on all the same.
+    RedisError,
 )
 # The advisory lock the relaying worker holds (any 64-bit number no other code uses).
 RELAY_LOCK_ID = 0x7461736B6F7574  # "taskout"

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -18,6 +19,20 @@ from ..settings import Settings
 logger = logging.getLogger(__name__)
 # A patient client waits this long at most between two tries to reach the server.
 PATIENT_MAX_DELAY_S = 2.0
+# The patient clients' keep-alive: probes after 5 idle seconds, every 5 s, 3 unanswered, so a
+# server whose host vanished (a partition, a failover that moved it) is an error within about
+# 20 s; TCP_USER_TIMEOUT does the same for a request that is never acknowledged. Where the
+# system lacks an option (the names are Linux's), its own default stays.
+KEEPALIVE_OPTIONS = {
+    option: value
+    for name, value in (
+        ("TCP_KEEPIDLE", 5),
+        ("TCP_KEEPINTVL", 5),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", 20_000),
+    )
+    if (option := getattr(socket, name, None)) is not None
+}
 
 
 def create_redis(
@@ -52,6 +67,7 @@ def create_redis(
         # would go on polling. Keep-alive probes find a dead peer instead.
         options["socket_timeout"] = None
         options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = KEEPALIVE_OPTIONS
     if settings.redis_sentinels:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             settings.redis_sentinel_hosts,

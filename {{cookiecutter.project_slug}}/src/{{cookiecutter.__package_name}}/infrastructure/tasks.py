@@ -160,6 +160,9 @@ def worker_settings(settings: Settings, *, queue: str, with_cron: bool) -> dict[
         # from a thread of their own with its own connection.
         "lease_s": settings.worker_lease_s,
         "lease_redis": functools.partial(create_redis, settings, queue=True),
+        # A pass over the queue, or a renewal, that Redis leaves unanswered this long is an
+        # error, logged and tried again (our Worker): a stalled server never hangs it silently.
+        "redis_timeout_s": settings.redis_socket_timeout_s,
         # How long the console keeps a task's timeline (our Worker; not arq's option).
         "history_keep_s": settings.console_history_s,
         "after_job_end": job_ended,

@@ -51,6 +51,7 @@ class Worker(arq.worker.Worker):
         lease_s: float,
         history_keep_s: float,
         lease_redis: Callable[[], Redis],
+        redis_timeout_s: float,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -62,6 +63,7 @@ class Worker(arq.worker.Worker):
         self.poll_delay_s = 0.0  # the waiting is WakeUp's, in _poll_iteration
         self.lease_s = lease_s
         self._lease_redis = lease_redis
+        self.redis_timeout_s = redis_timeout_s
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.worker_id = f"{self.host}:{self.pid}:{os.urandom(4).hex()}"
         # Made once the worker's loop runs (arq opens its pool in main()).
@@ -79,14 +81,18 @@ class Worker(arq.worker.Worker):
         self._wake.clear()
         started = 0
         try:
-            if self.allow_pick_jobs and self.job_counter < self.max_jobs:
-                started = await self._claim_due(self._tries, self.max_jobs - self.job_counter)
-            if self.allow_abort_jobs:
-                await self._cancel_aborted_jobs()
-            await self.heart_beat()
-        except RedisError as exc:
+            async with asyncio.timeout(self.redis_timeout_s):
+                if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+                    free_slots = self.max_jobs - self.job_counter
+                    started = await self._claim_due(self._tries, free_slots)
+                if self.allow_abort_jobs:
+                    await self._cancel_aborted_jobs()
+                await self.heart_beat()
+        except (RedisError, TimeoutError) as exc:
             # The patient pool waits out an outage; this is what it does not: a replica that
-            # answers READONLY after a failover, a script refused. Go on after a pause.
+            # answers READONLY after a failover, a script refused, a server that stopped
+            # answering (tasks claimed by a pass cut short run again once their lease lapses).
+            # Go on after a pause.
             logger.warning("a pass over the queue failed (%r); trying again", exc)
             await asyncio.sleep(min(self.max_wait_s, MAX_BACKOFF_S))
         for job_id, task in list(self.tasks.items()):
@@ -108,6 +114,7 @@ class Worker(arq.worker.Worker):
             lease_ms=int(self.lease_s * 1000),
             history_keep_ms=self.history_keep_ms,
             lease_redis=self._lease_redis,
+            redis_timeout_s=self.redis_timeout_s,
             cancel=self._cancel_function,
         )
         self._metrics = TaskMetricsStore(self.pool)

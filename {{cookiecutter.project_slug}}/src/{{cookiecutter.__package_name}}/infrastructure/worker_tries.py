@@ -56,6 +56,7 @@ class Tries:
         lease_ms: int,
         history_keep_ms: int,
         lease_redis: Callable[[], Redis],
+        redis_timeout_s: float,
         cancel: Callable[[str], None],
     ) -> None:
         self._pool = pool
@@ -74,7 +75,9 @@ class Tries:
         self._newest: dict[str, Claim] = {}
         self._fenced_out: set[str] = set()
         self._ending: set[str] = set()
-        self._keeper = LeaseKeeper(lease_redis, lease_ms=lease_ms, on_lost=self._lost)
+        self._keeper = LeaseKeeper(
+            lease_redis, lease_ms=lease_ms, timeout_s=redis_timeout_s, on_lost=self._lost
+        )
         self._loop = asyncio.get_running_loop()
         self._keeper.start()
 
