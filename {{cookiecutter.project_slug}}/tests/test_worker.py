@@ -26,9 +26,12 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import (
     enqueue_task,
     get_task_pool,
 )
+from {{ cookiecutter.__package_name }}.infrastructure.task_keys import leases_key
 from {{ cookiecutter.__package_name }}.infrastructure.task_tries import backoff_s
 from {{ cookiecutter.__package_name }}.infrastructure.tasks import as_worker_function
 from {{ cookiecutter.__package_name }}.infrastructure.worker_loop import Worker
+from {{ cookiecutter.__package_name }}.infrastructure.worker_scripts import CLAIM_SCRIPT
+from {{ cookiecutter.__package_name }}.infrastructure.worker_tries import claim_keys
 from {{ cookiecutter.__package_name }}.settings import Settings, get_settings
 from {{ cookiecutter.__package_name }}.tasks.registry import TaskSpec
 
@@ -363,3 +366,44 @@ async def test_an_abort_sent_again_after_a_lost_reply_gives_the_same_answer(
     assert state is not None
     assert (state.status, state.tries, state.started_at) == ("aborted", 0, None)
     assert all([await pool.zscore(queue, task_id) is None for queue in queues])
+
+
+async def test_an_enqueue_sent_again_after_a_lost_reply_gives_the_same_answer(
+    task_queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The enqueue script sent a second time with the same keys and arguments (its first
+    reply lost) answers that it enqueued the task, and counts nothing twice."""
+    calls: list[dict[str, Any]] = []
+    script = task_queue._enqueue_script
+
+    async def recorded(**call: Any) -> Any:
+        calls.append(call)
+        return await script(**call)
+
+    monkeypatch.setattr(task_queue, "_enqueue_script", recorded)
+    task_id = await task_queue.enqueue("example_task", message="once")
+    assert task_id
+    assert await script(**calls[0]) == 1
+    assert await task_queue.pool.zcard(task_queue.queues[0]) == 1
+    assert (await task_queue.metrics()).submissions == {"example_task": 1}
+    assert await task_queue.enqueue("example_task", _job_id=task_id, message="other") is None
+
+
+async def test_a_claim_sent_again_after_a_lost_reply_gives_the_same_tasks(
+    settings: Settings, task_queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim script sent a second time (its first reply lost) answers the tasks, tries and
+    tokens of the first, instead of claiming the next ones."""
+    pool, queue = task_queue.pool, task_queue.queues[0]
+    ids = [str(await task_queue.enqueue("example_task", message=str(n))) for n in range(3)]
+    claim = pool.register_script(CLAIM_SCRIPT)
+    keys = claim_keys(queue, "worker-1:0")
+    args: list[str | int] = [2, 60_000, 60_000, "worker-1:0", 100]
+    first = await claim(keys=keys, args=args, client=pool)
+    again = await claim(keys=keys, args=args, client=pool)
+    assert again == first
+    claimed = {raw.decode() for raw in first[::4]}
+    assert len(claimed) == 2
+    assert claimed < set(ids)
+    assert await pool.zcard(leases_key(queue)) == 2
+    assert await pool.zrange(queue, 0, -1) == [(set(ids) - claimed).pop().encode()]

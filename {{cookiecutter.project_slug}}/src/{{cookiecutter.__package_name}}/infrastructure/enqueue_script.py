@@ -11,8 +11,14 @@ RATE_KEY_PREFIX = "task:rate:"
 # counts the submissions of a window of ARGV[8] ms, from the first: past ARGV[7] of them, the
 # answer is -2 and the window's remaining ms. With a maximum depth (ARGV[6] > 0), a queue that
 # already holds that many tasks, waiting (KEYS[3]) or running (its lease set, KEYS[6]), takes
-# no more. Each task let in counts for its name (ARGV[9]) in KEYS[5], for /metrics.
+# no more. Each task let in counts for its name (ARGV[9]) in KEYS[5], for /metrics. Sent again
+# after a lost reply, it finds its own payload (its enqueue time to the ms, its arguments, its
+# request's id) in the job and answers 1 again, counting nothing twice. (A task that ran to its
+# end before the call was sent again reads as taken: its job is gone, its result kept.)
 ENQUEUE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return 1
+end
 local rate = tonumber(ARGV[7])
 if rate > 0 then
     local count = redis.call('INCR', KEYS[4])

@@ -15,6 +15,9 @@ ENDED_TRY_TTL_MS = 60_000
 # Written when a dead letter is retried (its record's digest), for the same reason.
 LETTER_RETRIED_PREFIX = "task:letter-retried:"
 LETTER_RETRIED_TTL_MS = 60_000
+# A claim's reply, kept for the claim's lease: the claim sent again after a lost reply gets
+# the same tasks back instead of claiming others (those would run only once their lease lapsed).
+CLAIM_REPLY_PREFIX = "task:claimed:"
 # The in-progress key of a task: its lease, holding the token of the try that holds it.
 LEASE_KEY_PREFIX = in_progress_key_prefix
 

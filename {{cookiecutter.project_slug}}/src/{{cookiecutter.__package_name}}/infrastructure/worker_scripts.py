@@ -20,7 +20,9 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 # leaves the queue for its lease set (KEYS[2]) and gets its try's token (ARGV[4] .. ':' .. n)
 # in its lease key; its progress starts over, its followers hear that it started, the console
 # lists it as running (KEYS[4]) and keeps the start in its timeline (for ARGV[3] ms), and its
-# wait from due to start is counted (KEYS[3]). Returns id, due score, try and token of each.
+# wait from due to start is counted (KEYS[3]). Returns id, due score, try and token of each,
+# and keeps that reply in KEYS[5] for the lease: sent again (its reply lost), the claim
+# answers the same.
 CLAIM_SCRIPT = (
     f"local LEASE, RETRY, PROGRESS = '{LEASE_KEY_PREFIX}', '{retry_key_prefix}', "
     f"'{PROGRESS_KEY_PREFIX}'\n"
@@ -30,6 +32,10 @@ CLAIM_SCRIPT = (
     + SERVER_NOW_LUA
     + """
 local queue, leases, lease_ms = KEYS[1], KEYS[2], tonumber(ARGV[2])
+local replay = redis.call('GET', KEYS[5])
+if replay then
+    return cjson.decode(replay)
+end
 local lapsed = redis.call('ZRANGE', leases, '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[5])
 for _, id in ipairs(lapsed) do
     local left = redis.call('PTTL', LEASE .. id)
@@ -68,6 +74,9 @@ for n, id in ipairs(due) do
         claimed[#claimed + 1] = try
         claimed[#claimed + 1] = token
     end
+end
+if #claimed > 0 then
+    redis.call('SET', KEYS[5], cjson.encode(claimed), 'PX', lease_ms)
 end
 return claimed
 """

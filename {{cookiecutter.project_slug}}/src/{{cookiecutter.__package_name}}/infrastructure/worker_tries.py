@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from .lease_keeper import LeaseKeeper
 from .task_history import RUNNING_KEY
-from .task_keys import ENDED_TRY_PREFIX, LEASE_KEY_PREFIX, leases_key
+from .task_keys import CLAIM_REPLY_PREFIX, ENDED_TRY_PREFIX, LEASE_KEY_PREFIX, leases_key
 from .task_metrics import PICKUPS_KEY
 from .worker_scripts import CLAIM_SCRIPT, FINISH_SCRIPT
 
@@ -37,6 +37,17 @@ class Claim:
 CURRENT_TRY: contextvars.ContextVar[Claim | None] = contextvars.ContextVar(
     "current_try", default=None
 )
+
+
+def claim_keys(queue_name: str, prefix: str) -> list[str]:
+    """The keys CLAIM_SCRIPT reads and writes for the claim of token prefix `prefix`."""
+    return [
+        queue_name,
+        leases_key(queue_name),
+        PICKUPS_KEY,
+        RUNNING_KEY,
+        CLAIM_REPLY_PREFIX + prefix,
+    ]
 
 
 class Tries:
@@ -86,7 +97,7 @@ class Tries:
         first; with each claim, whether an earlier try of the task runs here (now stopped)."""
         prefix = f"{self._worker_id}:{next(self._numbers)}"
         reply = await self._claim(
-            keys=[self._queue_name, self._leases_key, PICKUPS_KEY, RUNNING_KEY],
+            keys=claim_keys(self._queue_name, prefix),
             args=[free_slots, self._lease_ms, self._history_keep_ms, prefix, SWEEP_MAX],
             client=self._pool,
         )
