@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from {{ cookiecutter.__package_name }}.infrastructure.task_keys import leases_key
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 SLUG = "{{ cookiecutter.project_slug }}"
@@ -118,7 +119,10 @@ def test_keda_scales_each_worker_on_its_own_queue() -> None:
     for service, queue in queues.items():
         name = f"{SLUG}-{service}"
         assert scaled[name]["spec"]["scaleTargetRef"]["name"] == name
-        [trigger] = scaled[name]["spec"]["triggers"]
-        assert trigger["metadata"]["listName"] == queue
-        assert trigger["metadata"]["databaseIndex"] == str(settings.redis_queue_db)
+        waiting, running = scaled[name]["spec"]["triggers"]
+        assert waiting["metadata"]["listName"] == queue
+        assert running["metadata"]["listName"] == leases_key(queue)
+        assert running["metadata"]["listLength"] == str(settings.worker_max_jobs)
+        for trigger in (waiting, running):
+            assert trigger["metadata"]["databaseIndex"] == str(settings.redis_queue_db)
     assert scaled[f"{SLUG}-worker"]["spec"]["minReplicaCount"] >= 1  # it runs the cron jobs
