@@ -86,6 +86,36 @@ async def test_metrics_report_depths_outcomes_and_durations(
     assert after[("tasks_dead_letters", ())] == 1
 
 
+async def commands_served(task_queue: TaskQueue) -> int:
+    """How many commands the Redis server has run, all clients together."""
+    stats = await task_queue.pool.info("commandstats")
+    return sum(int(entry["calls"]) for entry in stats.values())
+
+
+async def test_a_scrape_costs_the_same_few_commands_however_many_keys_redis_holds(
+    client: httpx.AsyncClient, task_queue: TaskQueue
+) -> None:
+    """The metrics come from counters and the queues' sorted sets, never from walking the
+    keyspace: with 100,000 finished tasks' results in Redis a scrape runs as many commands
+    as with none."""
+
+    async def scrape_cost() -> int:
+        before = await commands_served(task_queue)
+        assert (await client.get("/metrics")).status_code == 200
+        return await commands_served(task_queue) - before
+
+    await scrape_cost()  # the first scrape loads the scripts
+    empty = await scrape_cost()
+    for start in range(0, 100_000, 10_000):
+        async with task_queue.pool.pipeline(transaction=False) as pipe:
+            for n in range(start, start + 10_000):
+                pipe.set(f"arq:result:finished-{n}", b"done", ex=600)
+            await pipe.execute()
+    assert await task_queue.pool.dbsize() >= 100_000
+    assert await scrape_cost() == empty
+    assert empty < 50
+
+
 async def test_live_workers_are_counted_per_queue(
     client: httpx.AsyncClient, settings: Settings, make_worker: Callable[..., Worker]
 ) -> None:
