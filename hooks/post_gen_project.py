@@ -176,7 +176,7 @@ RENAMES: tuple[tuple[Callable[[Answers], bool], str, str], ...] = (
         "tests/test_sessions.py",
     ),
 )
-SECRET_KEYS = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET", "POSTGRES_PASSWORD")
+SECRET_KEYS = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET", "METRICS_TOKEN", "POSTGRES_PASSWORD")
 # The development key has every scope; its entry has the form the service's keys command prints.
 DEV_KEY_SCOPES = ("operator", "tasks:cancel", "tasks:read", "tasks:submit")
 ENV_HEADER = "# Local settings from .env.example, with fresh secrets. Git-ignored: keep it local."

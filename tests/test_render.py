@@ -372,8 +372,13 @@ def test_secrets_are_fresh_and_stay_local(combo: Combo, bake: Callable[[Combo], 
         return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
 
     example, local = values(".env.example"), values(".env")
-    secrets: tuple[str, ...] = ("REDIS_PASSWORD", "FOLLOW_TOKEN_SECRET", "DEV_API_KEY")
-    assert [example[name] for name in secrets] == ["change-me", "", ""]
+    secrets: tuple[str, ...] = (
+        "REDIS_PASSWORD",
+        "FOLLOW_TOKEN_SECRET",
+        "METRICS_TOKEN",
+        "DEV_API_KEY",
+    )
+    assert [example[name] for name in secrets] == ["change-me", "", "", ""]
     assert ("POSTGRES_PASSWORD" in example) is combo.has_database
     if combo.has_database:
         assert example["POSTGRES_PASSWORD"] == "change-me"

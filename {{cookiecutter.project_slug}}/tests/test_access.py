@@ -319,11 +319,14 @@ async def test_auth_disabled_lets_everyone_in_during_development_only(
 
 def test_production_refuses_to_start_without_a_way_to_authenticate(settings: Settings) -> None:
     production = settings.model_copy(update={"environment": "production", "api_keys": []})
-    missing = r"API_KEYS \(or AUTH_JWT_\*\) and FOLLOW_TOKEN_SECRET"
+    missing = r"API_KEYS \(or AUTH_JWT_\*\), FOLLOW_TOKEN_SECRET, METRICS_TOKEN"
     with pytest.raises(AccessSettingsError, match=missing):
         create_app(production)
     _, [entry] = keys(("client", ["tasks:submit"]))
-    with pytest.raises(AccessSettingsError, match="needs FOLLOW_TOKEN_SECRET"):
+    with pytest.raises(AccessSettingsError, match="needs FOLLOW_TOKEN_SECRET, METRICS_TOKEN"):
         create_app(production.model_copy(update={"api_keys": [entry]}))
-    ready = {"api_keys": [entry], "follow_token_secret": SECRET}
-    create_app(production.model_copy(update=ready))
+    keyed = {"api_keys": [entry], "follow_token_secret": SECRET}
+    with pytest.raises(AccessSettingsError, match=r"needs METRICS_TOKEN \(or METRICS_PUBLIC"):
+        create_app(production.model_copy(update=keyed))
+    create_app(production.model_copy(update={**keyed, "metrics_token": SECRET}))
+    create_app(production.model_copy(update={**keyed, "metrics_public": True}))

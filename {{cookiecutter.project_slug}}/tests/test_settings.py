@@ -31,6 +31,14 @@ def test_environment_variables_override_defaults(monkeypatch: pytest.MonkeyPatch
 {%- endif %}
 
 
+def test_without_environment_the_service_is_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment that forgets ENVIRONMENT gets production's checks, cookies and logs."""
+    monkeypatch.delenv("ENVIRONMENT", raising=False)
+    assert Settings(_env_file=None).environment == "production"
+
+
 def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """It reads settings from a .env file when the environment does not set them."""
     monkeypatch.delenv("LOG_LEVEL", raising=False)

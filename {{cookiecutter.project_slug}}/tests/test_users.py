@@ -19,7 +19,11 @@ from {{ cookiecutter.__package_name }}.settings import Settings
 
 from .support import bearer, free_port, serve
 
+{% if cookiecutter.__examples == "yes" -%}
 WELCOME_TASK = "send_single_email"
+{%- else -%}
+WELCOME_TASK = "example_task"
+{%- endif %}
 
 
 async def count(database: AsyncEngine, table: type[User] | type[OutboxTask]) -> int:
@@ -112,7 +116,7 @@ async def test_a_thousand_concurrent_sign_ups_give_a_thousand_tasks(
     assert await count(database, User) == total
     assert await OutboxRelay(database, task_queue, poll_interval_s=1).relay_once() == total
     assert await count(database, OutboxTask) == 0
-    queue = task_queue.settings.slow_task_queue
+    queue = task_queue.settings.{% if cookiecutter.__examples == "yes" %}slow_task_queue{% else %}task_queue{% endif %}
     queued = await task_queue.pool.zrange(queue, 0, -1)
     assert sorted(member.decode() for member in queued) == sorted(task_ids)
 

@@ -48,12 +48,14 @@ def split_commas(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    """Every setting has a default that works for local development; see `.env.example`."""
+    """Every setting's default is the safe one for production (a deployment that forgets a
+    setting gets the strict behaviour); the project's `.env` says development for `just dev`.
+    `.env.example` lists them all."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     app_name: str = "{{ cookiecutter.project_name }}"
-    environment: Literal["development", "test", "production"] = "development"
+    environment: Literal["development", "test", "production"] = "production"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # json: one JSON object per line, for log collectors; console: readable lines. Unset:
     # console in development, json elsewhere.
@@ -135,8 +137,10 @@ class Settings(BaseSettings):
     follow_token_secret: SecretStr | None = None
     follow_token_ttl_s: float = Field(default=900.0, gt=0)
     # When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>` (give it to the
-    # scraper); empty leaves it open.
+    # scraper). Production refuses to start without it, unless METRICS_PUBLIC=true leaves
+    # /metrics open on purpose.
     metrics_token: SecretStr | None = None
+    metrics_public: bool = False
     session_ttl_s: int = Field(default=86_400, gt=0)
 {%- if cookiecutter.__database == "postgres" %}
 

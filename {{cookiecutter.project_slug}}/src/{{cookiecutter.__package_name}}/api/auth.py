@@ -28,7 +28,8 @@ class AccessSettingsError(RuntimeError):
 
 def check_access_settings(settings: Settings) -> None:
     """Refuse to serve with access control off outside development, or in production with
-    no way to authenticate."""
+    no way to authenticate, no shared secret for the events links, or /metrics open by
+    accident."""
     if settings.auth_disabled and settings.environment != "development":
         raise AccessSettingsError(
             f"AUTH_DISABLED=true is honoured only with ENVIRONMENT=development (it is "
@@ -39,13 +40,16 @@ def check_access_settings(settings: Settings) -> None:
         missing = [] if can_authenticate else ["API_KEYS (or AUTH_JWT_*)"]
         if settings.follow_token_secret is None:
             missing.append("FOLLOW_TOKEN_SECRET")
+        if settings.metrics_token is None and not settings.metrics_public:
+            missing.append("METRICS_TOKEN (or METRICS_PUBLIC=true)")
         if missing:
             raise AccessSettingsError(
-                f"In production the API needs {' and '.join(missing)}: API_KEYS lets clients "
+                f"In production the API needs {', '.join(missing)}: API_KEYS lets clients "
                 "in (make entries with `just key NAME --scope SCOPE`), or AUTH_JWT_ISSUER, "
                 "AUTH_JWT_AUDIENCE and AUTH_JWKS_URL accept your identity provider's tokens; "
                 "FOLLOW_TOKEN_SECRET signs the events links and must be the same random "
-                "string on every API process."
+                "string on every API process; METRICS_TOKEN is the bearer token of your "
+                "scraper (METRICS_PUBLIC=true leaves /metrics open on purpose)."
             )
 
 
