@@ -86,6 +86,7 @@ RULES: tuple[Rule, ...] = (
             "tests/test_dev.py",
             "tests/test_embedded_redis.py",
             "tests/test_events.py",
+            "tests/test_failover.py",
             "tests/test_follower_churn.py",
             "tests/test_fuzz.py",
             "tests/test_leases.py",

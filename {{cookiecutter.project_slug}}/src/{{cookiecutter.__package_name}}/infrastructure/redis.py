@@ -11,7 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..settings import Settings
@@ -50,6 +50,11 @@ def create_redis(
     connection. A `patient` client (the workers') never gives up while the server is down: it
     retries connecting and every command, backing off up to PATIENT_MAX_DELAY_S, and goes on
     when the server is back. The API's client fails at once instead, so that it answers 503.
+
+    READONLY (a failover made the server of this connection a replica, and the address now
+    leads to the new master) drops the connection and tries once more on a new one; a patient
+    client goes on until a master takes the write. A refused write ran nothing, so sending it
+    again is safe.
     """
     url = settings.redis_url
     options: dict[str, Any] = {
@@ -58,10 +63,12 @@ def create_redis(
         "socket_timeout": settings.redis_socket_timeout_s,
         "health_check_interval": settings.redis_health_check_interval_s,
         "decode_responses": decode_responses,
+        # With no retry given, redis-py makes one of a single try, on a new connection.
+        "retry_on_error": [ReadOnlyError],
     }
     if patient:
         options["retry"] = Retry(ExponentialBackoff(cap=PATIENT_MAX_DELAY_S, base=0.05), -1)
-        options["retry_on_error"] = [RedisConnectionError, RedisTimeoutError]
+        options["retry_on_error"] = [RedisConnectionError, RedisTimeoutError, ReadOnlyError]
         # No socket timeout (arq's choice too): on Python 3.11, the asyncio.wait_for that
         # redis-py wraps each send in can swallow a cancellation, and a worker told to stop
         # would go on polling. Keep-alive probes find a dead peer instead.
@@ -147,4 +154,6 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     RedisUnavailableError,
+    # Still a replica after the retry on a new connection: a failover under way.
+    ReadOnlyError,
 )
