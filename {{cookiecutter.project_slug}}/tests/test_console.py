@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
 from {{ cookiecutter.__package_name }}.access import create_key
+from {{ cookiecutter.__package_name }}.api import console
 from {{ cookiecutter.__package_name }}.api.console_session import (
     SECURITY_HEADERS,
     SESSION_COOKIE,
@@ -179,6 +181,26 @@ async def test_forms_need_the_session_s_csrf_token_and_sign_out_ends_it(
     out = await anonymous.post("/console/sign-out", data={"csrf": csrf}, headers=operator)
     assert out.status_code == 303
     assert (await anonymous.get("/console", headers=operator)).status_code == 303
+
+
+async def test_every_console_form_refuses_a_post_without_its_token(
+    anonymous: httpx.AsyncClient, operator: Cookies
+) -> None:
+    """Each POST route of the console's router: with the operator's session but no token, or
+    an empty one, it answers 403; without a session nothing passes either."""
+    paths = [
+        route.path.replace("{task_id}", "some.task").replace("{name}", "shout")
+        for route in console.router.routes
+        if isinstance(route, APIRoute) and "POST" in (route.methods or set())
+    ]
+    assert len(paths) == 5
+    for path in (path.replace("{action}", "retry") for path in paths):
+        for data in ({}, {"csrf": ""}):
+            signed_in = await anonymous.post(path, data=data, headers=operator)
+            assert signed_in.status_code == 403, (path, data)
+            bare = await anonymous.post(path, data=data)
+            assert bare.status_code in (303, 403), (path, data)
+            assert SESSION_COOKIE not in bare.cookies
 
 
 async def test_a_session_ends_when_its_key_is_revoked(
