@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -60,19 +61,28 @@ class AofServer:
     def stop(self) -> None:
         """SIGTERM, as `docker compose restart cache` sends: the server flushes its AOF."""
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(DEADLINE_S)
-            self.process = None
+            process, self.process = self.process, None
+            process.terminate()
+            try:
+                process.wait(DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[AofServer]:
-    aof = AofServer(tmp_path)
-    aof.start()
-    try:
-        yield aof
-    finally:
-        aof.stop()
+    """The server, its files on a memory file system where there is one (/dev/shm): its AOF
+    fsyncs then wait for no disk, which a busy CI machine's can hold for tens of seconds."""
+    memory = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=memory if memory.is_dir() else tmp_path) as folder:
+        aof = AofServer(Path(folder))
+        aof.start()
+        try:
+            yield aof
+        finally:
+            aof.stop()
 
 
 @pytest.fixture
