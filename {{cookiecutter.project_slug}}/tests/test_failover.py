@@ -17,7 +17,10 @@ from pydantic import RedisDsn
 from redis import Redis
 from redis.exceptions import RedisError
 
-from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port, locate_binaries
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
+    free_port,
+    locate_binaries,
+)
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
