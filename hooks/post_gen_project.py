@@ -107,6 +107,7 @@ RULES: tuple[Rule, ...] = (
         (
             "deploy/k8s/media-volume.yaml",
             "src/{pkg}/api/media.py",
+            "src/{pkg}/devtools/mailbox.py",
             "src/{pkg}/infrastructure/mailer.py",
             "src/{pkg}/infrastructure/media.py",
             "src/{pkg}/services/media.py",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, Combo, combo_params, rendered_files
+from conftest import ROOT, Combo, checked_params, combo_params, rendered_files
 from cookiecutter.main import cookiecutter
 
 # Anything Jinja or cookiecutter left unrendered. No rendered file needs `{{` or `{%` for its
@@ -178,6 +178,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
         {
             "deploy/k8s/media-volume.yaml",
             "src/{pkg}/api/media.py",
+            "src/{pkg}/devtools/mailbox.py",
             "src/{pkg}/infrastructure/mailer.py",
             "src/{pkg}/infrastructure/media.py",
             "src/{pkg}/services/media.py",
@@ -466,3 +467,29 @@ def test_rendering_is_deterministic(backend: str, tmp_path: Path) -> None:
     assert mismatch == errors == []
     if backend != "none":
         assert (first / ".env").read_text() != (second / ".env").read_text()
+
+
+def claims_of_other_renders(combo: Combo) -> list[str]:
+    """Phrases that only a render with other options may say of itself."""
+    if combo.has_database:
+        claims = ["never inside the transaction", "Enqueue after the database commit"]
+    else:
+        claims = ["session=", "DATABASE_URL", "just migrate", "alembic", "outbox"]
+    if not (combo.has_tasks and combo.example_tasks == "yes"):
+        claims += ["process_media", "send_bulk_emails", "/api/v1/media", "mailbox"]
+    return claims
+
+
+@pytest.mark.parametrize("combo", checked_params())
+def test_docs_speak_only_of_their_own_render(combo: Combo, bake: Callable[[Combo], Path]) -> None:
+    """Every rendered page says what this render does: no rule of enqueueing after the commit
+    where enqueue joins the transaction, no database where there is none, no worked example
+    where none ships."""
+    project = bake(combo)
+    pages = [project / "README.md", *sorted((project / "docs").glob("*.md"))]
+    claims = claims_of_other_renders(combo)
+    said = {
+        page.name: [claim for claim in claims if claim.lower() in page.read_text().lower()]
+        for page in pages
+    }
+    assert not {name: found for name, found in said.items() if found}

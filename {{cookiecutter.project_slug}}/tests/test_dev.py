@@ -27,8 +27,15 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(workdir: Path) -
     """`just dev` without REDIS_URL starts a server, the API and both workers, prints how to
     call the API with the development key of .env, and SIGTERM (as Ctrl-C) stops them all."""
     key, entry = create_key("dev", ["operator"])
-    (workdir / ".env").write_text(f"API_KEYS={entry.entry}\nDEV_API_KEY={key}\n")
     port = free_port()
+{%- if cookiecutter.__examples == "yes" %}
+    smtp_port = free_port(avoid={port})
+    (workdir / ".env").write_text(
+        f"API_KEYS={entry.entry}\nDEV_API_KEY={key}\nSMTP_PORT={smtp_port}\n"
+    )
+{%- else %}
+    (workdir / ".env").write_text(f"API_KEYS={entry.entry}\nDEV_API_KEY={key}\n")
+{%- endif %}
 {%- if cookiecutter.__database == "postgres" %}
     env = {
         key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}
@@ -89,17 +96,30 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(workdir: Path) -
         )
         assert "On the servers of `just dev`" in answer.stdout, answer.stdout + answer.stderr
         assert "RESULT shell complete" in answer.stdout, answer.stdout + answer.stderr
+{%- if cookiecutter.__examples == "yes" %}
+        assert f"Local mailbox on 127.0.0.1:{smtp_port}" in log.read_text()
+{%- endif %}
 {%- if cookiecutter.__database == "postgres" %}
         # The embedded database was migrated before the API started.
         user = {"email": "ada@example.com", "name": "Ada"}
         users = f"http://127.0.0.1:{port}/api/v1/users"
         assert httpx.post(users, json=user, headers=bearer(key)).status_code == 201
+{%- if cookiecutter.__examples == "yes" %}
+        # Its welcome e-mail reaches the local mailbox that `just dev` started.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "Subject: Welcome to" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "Subject: Welcome to" in log.read_text(), log.read_text()
+{%- endif %}
 {%- endif %}
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
     assert not port_is_open(redis_port)
     assert not port_is_open(port)
+{%- if cookiecutter.__examples == "yes" %}
+    assert not port_is_open(smtp_port)
+{%- endif %}
     assert not (workdir / ".dev/services.env").exists()
 {%- if cookiecutter.__database == "postgres" %}
     # The database stopped, its data kept for the next `just dev`.

@@ -13,10 +13,12 @@ import pytest
 from arq.worker import Worker
 from PIL import Image
 
+from {{ cookiecutter.__package_name }}.access import create_key
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
+from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-from .support import TEST_API_KEY
+from .support import TEST_API_KEY, serve
 
 
 @pytest.fixture
@@ -162,3 +164,39 @@ async def test_each_task_runs_alone_on_an_upload(
         assert state["status"] == "complete", state
         assert state["result"]["file"] == produced
         assert (settings.media_dir / media_id / produced).is_file()
+
+
+async def test_the_uploader_reads_the_thumbnail_and_the_optimized_copy(
+    client: httpx.AsyncClient, make_worker: Callable[..., Worker], settings: Settings
+) -> None:
+    (own_key, own_entry), (other_key, other_entry) = (
+        create_key(name, ["tasks:submit"]) for name in ("uploader", "other")
+    )
+    app = create_app(settings.model_copy(update={"api_keys": [own_entry, other_entry]}))
+    async with serve(app, key=own_key) as own:
+        accepted = (await upload(own, image_bytes("PNG", (900, 300)))).json()
+        thumbnail_url = f"/api/v1/media/{accepted['media_id']}/thumbnail"
+        not_yet = await own.get(thumbnail_url)
+        assert not_yet.status_code == 404
+        assert "has no thumbnail yet" in not_yet.json()["detail"]
+
+        await make_worker().main()
+        thumbnail = await own.get(thumbnail_url)
+        assert thumbnail.status_code == 200, thumbnail.text
+        assert thumbnail.headers["content-type"] == "image/jpeg"
+        with Image.open(BytesIO(thumbnail.content)) as image:
+            assert image.size == (300, 100)
+        optimized = await own.get(f"/api/v1/media/{accepted['media_id']}/optimized")
+        assert optimized.headers["content-type"] == "image/png"
+        for url, status in (
+            (f"/api/v1/media/{accepted['media_id']}/original", 422),
+            ("/api/v1/media/..%2F..%2Fetc/thumbnail", 404),
+            (f"/api/v1/media/{'0' * 32}/thumbnail", 404),
+        ):
+            assert (await own.get(url)).status_code == status, url
+    async with serve(app, key=other_key) as theirs:
+        assert (await theirs.get(thumbnail_url)).status_code == 404
+    async with serve(app, key=None) as anonymous:
+        assert (await anonymous.get(thumbnail_url)).status_code == 401
+    # An operator (the tests' own key) reads every upload.
+    assert (await client.get(thumbnail_url)).status_code == 200

@@ -1,8 +1,17 @@
-"""The media example over HTTP: upload an image, get a task that processes it."""
+"""The media example over HTTP: upload an image, get a task that processes it, then read the
+thumbnail and the optimized copy it made."""
 
-from fastapi import APIRouter, HTTPException, Request, Response, UploadFile, status
+from typing import Annotated, Literal
 
-from ..infrastructure.media import NotAnImageError, TooManyPixelsError
+from fastapi import APIRouter, HTTPException, Path, Request, Response, UploadFile, status
+from fastapi.responses import FileResponse
+
+from ..infrastructure.media import (
+    MEDIA_ID_PATTERN,
+    MediaNotFoundError,
+    NotAnImageError,
+    TooManyPixelsError,
+)
 from ..services.media import MediaService, UploadTooLargeError
 from ..services.tasks import MissingScopeError
 from .auth import Authenticated, forbidden
@@ -10,6 +19,7 @@ from .deps import SettingsDep, TaskServiceDep
 from .tasks import UNAUTHORIZED, UNPROCESSABLE, TaskAccepted, problem
 
 router = APIRouter(prefix="/api/v1/media", tags=["media"])
+MediaId = Annotated[str, Path(pattern=MEDIA_ID_PATTERN, description="From POST /api/v1/media")]
 
 
 class MediaAccepted(TaskAccepted):
@@ -62,3 +72,28 @@ async def upload_media(
         width=upload.width,
         height=upload.height,
     )
+
+
+@router.get(
+    "/{media_id}/{variant}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+        **UNAUTHORIZED,
+        **problem(404, "No such upload of yours, or its task has not made this file yet"),
+    },
+)
+async def read_media(
+    media_id: MediaId,
+    variant: Literal["thumbnail", "optimized"],
+    tasks: TaskServiceDep,
+    settings: SettingsDep,
+    principal: Authenticated,
+) -> FileResponse:
+    """The upload's thumbnail or optimized copy, once `process_media` has made it: the
+    uploader's own uploads, or anyone's for an operator."""
+    try:
+        path = await MediaService(tasks, settings).made(principal, media_id, variant)
+    except MediaNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return FileResponse(path)

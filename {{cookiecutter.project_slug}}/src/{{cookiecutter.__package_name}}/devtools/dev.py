@@ -29,6 +29,9 @@ from ..settings import Settings
 from .embedded_postgres import EmbeddedPostgres, EmbeddedPostgresUnavailableError
 {%- endif %}
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError, free_port
+{%- if cookiecutter.__examples == "yes" %}
+from .mailbox import mailbox_command
+{%- endif %}
 
 SERVICE = "{{ cookiecutter.__package_name }}"
 SERVICE_DIR = Path(__file__).resolve().parent.parent
@@ -121,10 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     reload = not args.no_reload
     commands = [api_command(args.host, args.port, reload=reload)]
     commands += [worker_command(queue, reload=reload) for queue in QUEUES]
-    env = dict(os.environ)
+    # Each line as it is written, also when the output is not a terminal (`just dev | tee`).
+    env = dict(os.environ) | {"PYTHONUNBUFFERED": "1"}
     settings = Settings()
     print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
     print(how_to_authenticate(settings, dotenv_values(".env").get("DEV_API_KEY")), flush=True)
+{%- if cookiecutter.__examples == "yes" %}
+    mailbox, said = mailbox_command(settings)
+    print(said, flush=True)
+    commands += [mailbox] if mailbox else []
+{%- endif %}
     started = {"API_URL": f"http://{args.host}:{args.port}"}
     with contextlib.ExitStack() as servers:
         try:

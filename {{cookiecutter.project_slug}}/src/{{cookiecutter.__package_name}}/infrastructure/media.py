@@ -1,7 +1,8 @@
 """Uploaded images and what the media tasks make of them: one folder per upload under MEDIA_DIR.
 
-The API writes `original`; the workers read it and write `thumbnail.*` and `optimized.*` beside
-it. API and workers must share the folder (the compose file mounts one volume in both).
+The API writes `original` and `owner` (the uploader's tag); the workers read it and write
+`thumbnail.*` and `optimized.*` beside it, which the API serves to the uploader. API and workers
+must share the folder (the compose file mounts one volume in both).
 """
 
 import re
@@ -14,6 +15,9 @@ from PIL import Image, UnidentifiedImageError
 
 MEDIA_ID_PATTERN = r"^[0-9a-f]{32}$"
 ORIGINAL = "original"
+OWNER = "owner"
+# What the media tasks make of an upload, by the name its URL gives it.
+VARIANTS = ("thumbnail", "optimized")
 # What uploads may be; anything else is refused before it is stored.
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 
@@ -61,11 +65,12 @@ class MediaStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def save(self, data: bytes) -> str:
-        """Store an upload; returns its new media id."""
+    def save(self, data: bytes, owner: str) -> str:
+        """Store an upload of the principal tagged `owner`; returns its new media id."""
         media_id = uuid.uuid4().hex
         folder = self.root / media_id
         folder.mkdir(parents=True)
+        (folder / OWNER).write_text(owner)
         (folder / ORIGINAL).write_bytes(data)
         return media_id
 
@@ -77,3 +82,17 @@ class MediaStore:
         if not (folder / ORIGINAL).is_file():
             raise MediaNotFoundError(f"No upload {media_id!r}.")
         return folder
+
+    def variant(self, media_id: str, variant: str, *, owner: str | None) -> Path:
+        """The file a media task made of the upload (`thumbnail` or `optimized`); `owner`
+        None reads anyone's upload. Another owner's upload is not found, as an unknown id."""
+        folder = self.folder(media_id)
+        owner_file = folder / OWNER
+        if owner is not None and (not owner_file.is_file() or owner_file.read_text() != owner):
+            raise MediaNotFoundError(f"No upload {media_id!r}.")
+        made = sorted(folder.glob(f"{variant}.*"))
+        if variant not in VARIANTS or not made:
+            raise MediaNotFoundError(
+                f"Upload {media_id!r} has no {variant} yet: its task has not made one."
+            )
+        return made[0]

@@ -3,6 +3,7 @@
 import asyncio
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..access import Principal
 from ..infrastructure.media import MediaStore, identify
@@ -36,7 +37,7 @@ class MediaService:
             raise UploadTooLargeError(self._settings.media_max_upload_bytes)
         fmt, width, height = identify(data, max_pixels=self._settings.media_max_pixels)
         store = MediaStore(self._settings.media_dir)
-        media_id = await asyncio.to_thread(store.save, data)
+        media_id = await asyncio.to_thread(store.save, data, principal.tag)
         try:
             submitted = await self._tasks.submit(
                 principal,
@@ -49,3 +50,10 @@ class MediaService:
             await asyncio.to_thread(shutil.rmtree, store.root / media_id)
             raise
         return Upload(media_id, submitted, fmt, width, height)
+
+    async def made(self, principal: Principal, media_id: str, variant: str) -> Path:
+        """The thumbnail or optimized copy of an upload: the uploader's own, or any for an
+        operator. MediaNotFoundError for another's upload, an unknown id or a file not made."""
+        store = MediaStore(self._settings.media_dir)
+        owner = None if principal.is_operator else principal.tag
+        return await asyncio.to_thread(store.variant, media_id, variant, owner=owner)
