@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from {{ cookiecutter.__package_name }}.access import create_key
-from {{ cookiecutter.__package_name }}.devtools.dev import how_to_authenticate
+from {{ cookiecutter.__package_name }}.devtools.dev import SERVICE_DIR, how_to_authenticate
 from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
 from {{ cookiecutter.__package_name }}.settings import Settings
 
@@ -36,13 +37,7 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(workdir: Path) -
 {%- else %}
     (workdir / ".env").write_text(f"API_KEYS={entry.entry}\nDEV_API_KEY={key}\n")
 {%- endif %}
-{%- if cookiecutter.__database == "postgres" %}
-    env = {
-        key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}
-    }
-{%- else %}
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-{%- endif %}
+    env = dev_environment()
     log = workdir / "dev.log"
     with log.open("wb") as out:
         dev = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.devtools.dev"]
@@ -138,3 +133,70 @@ def test_dev_says_how_to_get_a_key_when_env_has_none() -> None:
     assert f"Bearer {key}" in how_to_authenticate(with_key, key)
     disabled = Settings(auth_disabled=True, _env_file=None)
     assert "AUTH_DISABLED" in how_to_authenticate(disabled, None)
+
+
+def test_a_reload_says_one_line(workdir: Path) -> None:
+    """A code change restarts the API and the workers, and all that `just dev` says of it is
+    the file that changed: no start or stop line of each process, no traceback."""
+    key, entry = create_key("dev", ["operator"])
+    (workdir / ".env").write_text(f"API_KEYS={entry.entry}\n")
+    port = free_port()
+    env = dev_environment()
+    log = workdir / "dev.log"
+    probe = SERVICE_DIR / "reload_probe.py"
+    api = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        dev = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.devtools.dev"]
+        process = subprocess.Popen(
+            [*dev, "--port", str(port)], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        assert wait_for(lambda: answers(f"{api}/health/live")), log.read_text()
+        said = len(log.read_text().splitlines())
+        probe.write_text('"""Written by tests/test_dev.py to set off a reload."""\n')
+        assert wait_for(lambda: "Reloading" in log.read_text()), log.read_text()
+        # The reload stopped the old workers at once: only a new one runs this task.
+        body = {"name": "example_task", "args": {"message": "after the reload"}}
+        assert wait_for(lambda: answers(f"{api}/health/live")), log.read_text()
+        url = (
+            api
+            + httpx.post(f"{api}/api/v1/tasks", json=body, headers=bearer(key)).headers["Location"]
+        )
+        done = lambda: httpx.get(url, headers=bearer(key)).json()["status"] == "complete"  # noqa: E731
+        assert wait_for(done), log.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        probe.unlink(missing_ok=True)
+    new = log.read_text().splitlines()[said:]
+    assert [line for line in new if "Reloading" in line] == [
+        f"WARNING:  WatchFiles detected changes in '{probe}'. Reloading..."
+    ], "\n".join(new)
+    lifecycle = ("Traceback", "Started server", "Starting worker", "Shutting down", "shutdown on")
+    assert not [line for line in new if any(word in line for word in lifecycle)], "\n".join(new)
+
+
+def dev_environment() -> dict[str, str]:
+    """This process's environment without the servers' addresses: `just dev` starts its own."""
+{%- if cookiecutter.__database == "postgres" %}
+    started = {"REDIS_URL", "DATABASE_URL"}
+{%- else %}
+    started = {"REDIS_URL"}
+{%- endif %}
+    return {key: value for key, value in os.environ.items() if key not in started}
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_for(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False

@@ -23,6 +23,26 @@ HANDLER_NAME = "{{ cookiecutter.__package_name }}"
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 # Libraries that install handlers of their own: their records go through ours instead.
 FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access"{% if cookiecutter.cache_backend != "none" %}, "arq"{% endif %})
+# The start and stop lines of uvicorn{% if cookiecutter.cache_backend != "none" %} and the workers{% endif %}, by logger and how their message begins:
+# left out with LOG_LIFECYCLE=false.
+LIFECYCLE = {
+    "uvicorn.error": (
+        "Started server process",
+        "Waiting for application",
+        "Application startup complete",
+        "Shutting down",
+        "Application shutdown complete",
+        "Finished server process",
+    ),
+{%- if cookiecutter.cache_backend != "none" %}
+    "arq.worker": (
+        "Starting worker for",
+        "redis_version=",
+        "Setting allow_pick_jobs",
+        "shutdown on",
+    ),
+{%- endif %}
+}
 
 
 def add_request_id(_: object, __: str, event: EventDict) -> EventDict:
@@ -30,6 +50,11 @@ def add_request_id(_: object, __: str, event: EventDict) -> EventDict:
     if request_id is not None:
         event.setdefault("request_id", request_id)
     return event
+
+
+def not_lifecycle(record: logging.LogRecord) -> bool:
+    starts = LIFECYCLE.get(record.name)
+    return starts is None or not record.getMessage().startswith(starts)
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -72,6 +97,8 @@ def configure_logging(settings: Settings{% if cookiecutter.cache_backend != "non
     handler = StderrHandler()
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(formatter)
+    if not settings.log_lifecycle:
+        handler.addFilter(not_lifecycle)
     root = logging.getLogger()
     for old in [each for each in root.handlers if each.get_name() == HANDLER_NAME]:
         root.removeHandler(old)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # json: one JSON object per line, for log collectors; console: readable lines. Unset:
     # console in development, json elsewhere.
     log_format: Literal["json", "console"] | None = None
+    # false: the start and stop lines of each process are left out (`just dev` sets it, so
+    # that a reload logs one line: the file that changed).
+    log_lifecycle: bool = True
     # Larger request bodies are refused with 413.
     api_max_body_bytes: int = Field(default=65_536, gt=0)
     # Browser origins allowed to call the API from their pages (CORS), comma-separated, e.g.

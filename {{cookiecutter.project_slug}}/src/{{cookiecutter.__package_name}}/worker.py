@@ -12,12 +12,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from .infrastructure.tasks import SETTINGS_BY_QUEUE, check_this_host, check_worker, run_worker
-
+# The engine is imported in the functions, not here: with --reload, each worker process first
+# imports this module again, and must be able to stop while it starts (run_reloaded).
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def run_reloaded(queue: str, *, burst: bool, verbose: bool) -> None:
+    """A worker that watchfiles restarts on each change: one that comes while it is still
+    starting stops it as quietly as one that comes while it runs."""
+    try:
+        from .infrastructure.tasks import run_worker
+
+        run_worker(queue, burst=burst, verbose=verbose)
+    except KeyboardInterrupt:
+        return
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .infrastructure.tasks import SETTINGS_BY_QUEUE, check_this_host, check_worker, run_worker
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--queue", choices=sorted(SETTINGS_BY_QUEUE), default="default")
     parser.add_argument("--check", action="store_true", help="exit 0 only if a worker is alive")
@@ -39,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_process(
             PACKAGE_DIR,
-            target=run_worker,
+            target=run_reloaded,
             args=(args.queue,),
             kwargs={"burst": args.burst, "verbose": args.verbose},
         )

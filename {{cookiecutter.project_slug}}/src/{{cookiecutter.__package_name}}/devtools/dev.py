@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     commands += [worker_command(queue, reload=reload) for queue in QUEUES]
     # Each line as it is written, also when the output is not a terminal (`just dev | tee`).
     env = dict(os.environ) | {"PYTHONUNBUFFERED": "1"}
+    # A reload logs the file that changed, not the start and stop of every process.
+    env.setdefault("LOG_LIFECYCLE", "false")
     settings = Settings()
     print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
     print(how_to_authenticate(settings, dotenv_values(".env").get("DEV_API_KEY")), flush=True)
