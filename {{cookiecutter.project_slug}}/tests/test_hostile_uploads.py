@@ -220,6 +220,7 @@ async def test_the_client_s_filename_is_never_used(
     stored = {path.relative_to(settings.media_dir).as_posix() for path in files_under(tmp_path)}
     assert stored == {
         f"{media_id}/original",
+        f"{media_id}/owner",
         f"{media_id}/thumbnail.jpg",
         f"{media_id}/optimized.png",
     }
