@@ -101,10 +101,7 @@ def test_dev_serves_the_api_on_an_embedded_server_and_cleans_up(workdir: Path) -
         assert httpx.post(users, json=user, headers=bearer(key)).status_code == 201
 {%- if cookiecutter.__examples == "yes" %}
         # Its welcome e-mail reaches the local mailbox that `just dev` started.
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "Subject: Welcome to" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "Subject: Welcome to" in log.read_text(), log.read_text()
+        assert wait_for(lambda: "Subject: Welcome to" in log.read_text()), log.read_text()
 {%- endif %}
 {%- endif %}
     finally:

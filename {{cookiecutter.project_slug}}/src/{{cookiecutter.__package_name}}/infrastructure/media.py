@@ -86,12 +86,14 @@ class MediaStore:
     def variant(self, media_id: str, variant: str, *, owner: str | None) -> Path:
         """The file a media task made of the upload (`thumbnail` or `optimized`); `owner`
         None reads anyone's upload. Another owner's upload is not found, as an unknown id."""
+        if variant not in VARIANTS:
+            raise MediaNotFoundError(f"{variant!r} is not one of {', '.join(VARIANTS)}.")
         folder = self.folder(media_id)
         owner_file = folder / OWNER
         if owner is not None and (not owner_file.is_file() or owner_file.read_text() != owner):
             raise MediaNotFoundError(f"No upload {media_id!r}.")
         made = sorted(folder.glob(f"{variant}.*"))
-        if variant not in VARIANTS or not made:
+        if not made:
             raise MediaNotFoundError(
                 f"Upload {media_id!r} has no {variant} yet: its task has not made one."
             )
