@@ -63,6 +63,8 @@ async def running(relay: OutboxRelay) -> AsyncIterator[asyncio.Task[None]]:
         yield task
     finally:
         task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=DEADLINE_S)
+        assert done, f"the relay did not stop within {DEADLINE_S} s of its cancel"
         await asyncio.gather(task, return_exceptions=True)
 
 
