@@ -2,9 +2,10 @@
 Playwright for Python, against the service started with its own `just dev`.
 
 It signs in, watches a task go queued -> in progress -> complete on its page without a reload,
-aborts a running task, retries a dead letter, pages through a long list, and fails on any
-error the pages log. With CONSOLE_SCREENSHOTS set to a folder, it saves a picture of each page
-there (scripts/console_screenshots.py puts them into the template's docs).
+aborts a running task, reads the recent list, retries a dead letter, pages through a long list,
+reads the overview's chart, and fails on any error the pages log. With CONSOLE_SCREENSHOTS set
+to a folder, it saves a picture of each page there (scripts/console_screenshots.py puts them
+into the template's docs).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ CHROMIUM_FLAGS = [
 ]
 WAIT_MS = 20_000  # an upper bound for a loaded machine, not a timing claim
 SLOTS = 10  # WORKER_MAX_JOBS of the rendered .env
+DURATION = re.compile(r"^(\d+ ms|\d+\.\d s|\d+ min \d+ s|\d+ h \d+ min)$")
 
 
 def runs_the_console(combo: Combo) -> bool:
@@ -136,6 +138,16 @@ def test_the_console_in_chromium(
         expect(page.locator(".timeline li").last).to_contain_text("complete")
         assert page.evaluate("window.sameDocument") is True
         picture("task")
+
+        # "Tasks" opens on the recent tasks of every state, each with its start and duration.
+        page.click("header a:has-text('Tasks')")
+        expect(page).to_have_url(f"{url}/console/tasks")
+        expect(page.locator(".tabs a[aria-current='page']")).to_have_text("recent")
+        expect(page.locator(f"tr[data-task-id='{watched}'] .status")).to_have_text("complete")
+        expect(page.locator(f"tr[data-task-id='{blockers[0]}'] .status")).to_have_text("aborted")
+        running = page.locator(f"tr[data-task-id='{blockers[1]}']")  # or done, on a slow day
+        expect(running.locator(".duration")).to_have_text(DURATION)
+        picture("recent")
         for blocker in blockers[1:]:
             assert api.delete(f"/api/v1/tasks/{blocker}").status_code == 202
 
@@ -166,7 +178,11 @@ def test_the_console_in_chromium(
         page.goto(f"{url}/console")
         workers = page.locator("section:has(h2:text('Workers')) tbody tr")
         expect(workers).to_have_count(2)  # one per queue
-        expect(page.locator("svg.chart rect").first).to_be_attached()
+        expect(page.locator("svg.chart rect")).to_have_count(60)  # a bar a minute
+        expect(page.locator("svg.chart text.time")).to_have_count(4)  # each quarter hour
+        expect(page.locator("svg.chart text.time").first).to_have_text(re.compile(r"^\d\d:\d\d$"))
+        expect(page.locator("svg.chart text.count").first).to_have_text(re.compile(r"^[1-9]\d*$"))
+        expect(page.locator("main a[href='/console/dead-letters']")).to_have_text("1 dead letter")
         picture("overview")
 
         page.click("button:has-text('Sign out')")

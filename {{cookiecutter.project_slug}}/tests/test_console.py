@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
 from {{ cookiecutter.__package_name }}.access import create_key
-from {{ cookiecutter.__package_name }}.api import console
+from {{ cookiecutter.__package_name }}.api import console, console_pages
 from {{ cookiecutter.__package_name }}.api.console_session import (
     SECURITY_HEADERS,
     SESSION_COOKIE,
@@ -254,6 +254,71 @@ async def test_lists_show_each_state_page_by_page_and_outlive_arq_s_results(
     assert "started" in page.text
     other_queue = f"/console/tasks?status=complete&queue={task_queue.settings.slow_task_queue}"
     assert "No complete tasks" in (await anonymous.get(other_queue, headers=operator)).text
+
+
+MOMENT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+
+
+def rows_of(page: str) -> dict[str, list[str]]:
+    """The cells of each task row of a list page, by task id, in the page's order."""
+    rows = re.findall(r'<tr data-task-id="([^"]+)">(.*?)</tr>', page, re.DOTALL)
+    return {
+        task_id: re.findall(r"<td[^>]*>(.*?)</td>", cells, re.DOTALL) for task_id, cells in rows
+    }
+
+
+async def test_the_tasks_page_opens_on_recent_tasks_of_every_state(
+    anonymous: httpx.AsyncClient,
+    operator: Cookies,
+    task_queue: TaskQueue,
+    run_worker: Callable[[], Any],
+) -> None:
+    """Finished and waiting tasks in one list, the one that moved last first, each with its
+    tries, start and duration; a task deferred to later waits in its own list. The overview
+    counts them in words that agree and charts them on a time axis."""
+    done = [str(await task_queue.enqueue("shout", word=f"w{i}")) for i in range(3)]
+    failed = str(await task_queue.enqueue("breaks", part="axle"))
+    await run_worker()
+    waiting = str(await task_queue.enqueue("shout", word="next"))
+    later = str(await task_queue.enqueue("shout", word="later", _defer_by=600))
+
+    listed = await anonymous.get("/console/tasks", headers=operator)
+    assert re.search(r'status=recent[^"]*" aria-current="page">recent<', listed.text)
+    assert "Page 1 of 1 (5 in all)" in listed.text
+    rows = rows_of(listed.text)
+    assert next(iter(rows)) == waiting  # due after the others finished
+    assert set(rows) == {waiting, failed, *done}
+    assert later not in rows
+    for task_id in [failed, *done]:
+        _, _, _, status, tries, _, started, took, finished, _ = rows[task_id]
+        assert ("failed" if task_id == failed else "complete") in status
+        assert tries == "1"
+        assert re.fullmatch(MOMENT, started), started
+        assert re.fullmatch(MOMENT, finished), finished
+        assert re.fullmatch(r"\d+ ms|\d+\.\d s", took), took
+    assert rows[waiting][6:9] == ["-", "-", "-"]  # not started yet
+    queued = rows_of((await anonymous.get("/console/tasks?status=queued", headers=operator)).text)
+    enqueued_at, due_at = queued[waiting][6:8]
+    assert re.fullmatch(MOMENT, enqueued_at), enqueued_at
+    assert re.fullmatch(MOMENT, due_at), due_at
+
+    overview = (await anonymous.get("/console", headers=operator)).text
+    assert ">1 dead letter</a>" in overview
+    per_minute = re.findall(r"<title>\d\d:\d\d UTC: (\d+) finished</title>", overview)
+    assert len(per_minute) == 60
+    assert sum(map(int, per_minute)) == 4
+    assert len(re.findall(r'<text class="time"[^>]*>\d\d:\d[05]</text>', overview)) == 4
+    peak = re.search(r'<text class="count"[^>]*>(\d+)</text>', overview)
+    assert peak is not None
+    assert peak.group(1) == str(max(map(int, per_minute)))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (0.85, "850 ms"), (12.44, "12.4 s"), (185, "3 min 5 s"), (7_800, "2 h 10 min")],
+)
+def test_durations_read_as_people_say_them(seconds: float | None, text: str) -> None:
+    assert console_pages.duration(seconds) == text
 
 
 async def test_unknown_tasks_get_a_404_page_and_bad_filters_a_422(

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from ..services.console import LIST_STATUSES, PAGE_SIZE, ListStatus
+from ..services.task_lists import LIST_STATUSES, PAGE_SIZE, ListStatus
 from ..settings import Settings
 from .auth import Access
 from .console_pages import STATIC, ConsoleRoute, console_of, go, page, static_file, templates
@@ -124,7 +124,7 @@ async def overview(request: Request, session: Session) -> HTMLResponse:
 async def tasks(
     request: Request,
     session: Session,
-    status_: Annotated[ListStatus, Query(alias="status")] = "queued",
+    status_: Annotated[ListStatus, Query(alias="status")] = "recent",
     name: Annotated[str | None, Query(max_length=200)] = None,
     queue: Annotated[str | None, Query(max_length=200)] = None,
     page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,

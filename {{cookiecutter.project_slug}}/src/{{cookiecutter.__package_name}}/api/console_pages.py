@@ -43,6 +43,29 @@ templates.env.filters["epoch"] = lambda value: (
 )
 
 
+def duration(seconds: float | None) -> str:
+    """A duration as people read it: 850 ms, 12.4 s, 3 min 5 s, 2 h 10 min."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def plural(count: int, noun: str) -> str:
+    """`count` and `noun`, with an s unless there is one: 1 dead letter, 2 dead letters."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+templates.env.filters["duration"] = duration
+templates.env.filters["plural"] = plural
+
+
 class ConsoleRoute(APIRoute):
     """Every answer of the console carries its security headers."""
 

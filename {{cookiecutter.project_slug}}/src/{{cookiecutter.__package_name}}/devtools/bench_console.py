@@ -19,7 +19,7 @@ from ..access import OPERATOR, create_key
 from ..infrastructure.queue import TaskQueue, open_task_queue
 from ..infrastructure.serialization import serialize
 from ..infrastructure.task_history import HistoryRecord
-from ..services.console import PAGE_SIZE
+from ..services.task_lists import PAGE_SIZE
 from ..settings import Settings
 from .embedded_redis import free_port
 

@@ -274,10 +274,12 @@ class TaskHistory:
         )
         return [json.loads(raw) for raw in entries]
 
-    async def throughput(self, queues: Sequence[str], *, minutes: int) -> list[dict[str, int]]:
-        """Finished tasks per minute over the last `minutes`, oldest first: per minute,
-        counts by "queue|status"."""
-        now_minute = int(time.time() // 60)
+    async def throughput(
+        self, queues: Sequence[str], *, minutes: int, until: datetime
+    ) -> list[dict[str, int]]:
+        """Finished tasks per minute over the `minutes` up to the one of `until`, oldest
+        first: per minute, counts by "queue|status"."""
+        now_minute = int(until.timestamp() // 60)
         async with self.redis.pipeline(transaction=False) as pipe:
             for minute in range(now_minute - minutes + 1, now_minute + 1):
                 pipe.hgetall(f"{THROUGHPUT_PREFIX}{minute}")

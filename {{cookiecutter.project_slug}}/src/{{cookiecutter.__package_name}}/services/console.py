@@ -2,39 +2,24 @@
 dead letters, and the operators' actions on them, each logged with who took it."""
 
 import logging
-import math
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-{% if cookiecutter.python_version == "3.11" -%}
-from typing import Generic, Literal, TypeVar, get_args
-{%- else -%}
-from typing import Literal, get_args
-{%- endif %}
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from ..infrastructure.dead_letters import DeadLetter
 from ..infrastructure.events import task_changes
-from ..infrastructure.live_tasks import LiveStatus, LiveTask, LiveTasks, next_run
+from ..infrastructure.live_tasks import LiveTasks, next_run
 from ..infrastructure.queue import TaskQueue, wake_channel
 from ..infrastructure.task_history import HistoryRecord
 from ..infrastructure.task_metrics import WorkerInfo
 from ..infrastructure.task_state import FINISHED
 from ..settings import Settings
 from ..tasks.registry import CRONS, TASKS
+from .task_lists import PAGE_SIZE, ListStatus, Page, TaskLists, TaskRow
 
 logger = logging.getLogger(__name__)
-ListStatus = Literal["queued", "deferred", "in_progress", "complete", "failed", "aborted"]
-LIST_STATUSES: tuple[ListStatus, ...] = get_args(ListStatus)
-PAGE_SIZE = 50
 CHART_MINUTES = 60
-{% if cookiecutter.python_version == "3.11" -%}
-Row = TypeVar("Row")
-{% endif -%}
-LIVE_STATUSES: dict[str, LiveStatus] = {
-    "queued": "queued",
-    "deferred": "deferred",
-    "in_progress": "in_progress",
-}
 
 
 @dataclass(frozen=True)
@@ -56,40 +41,18 @@ class CronSummary:
 
 
 @dataclass(frozen=True)
+class MinuteCount:
+    at: datetime  # the minute's start
+    finished: int
+
+
+@dataclass(frozen=True)
 class Overview:
     queues: list[QueueSummary]
-    per_minute: list[int]  # finished tasks in each of the last CHART_MINUTES minutes
+    per_minute: list[MinuteCount]  # the last CHART_MINUTES minutes, oldest first
     workers: list[WorkerInfo]
     crons: list[CronSummary]
     dead_letters: int
-
-
-@dataclass(frozen=True)
-class TaskRow:
-    task_id: str
-    name: str
-    queue: str
-    status: str
-    tries: int
-    owner: str
-    at: datetime | None  # due (queued, deferred), started (running) or finished
-    error: str | None
-
-
-@dataclass(frozen=True)
-{% if cookiecutter.python_version == "3.11" -%}
-class Page(Generic[Row]):
-{%- else -%}
-class Page[Row]:
-{%- endif %}
-    rows: list[Row]
-    number: int
-    total: int
-    partial: bool = False
-
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(self.total / PAGE_SIZE))
 
 
 @dataclass(frozen=True)
@@ -123,12 +86,16 @@ class ConsoleService:
         self._owners = owners  # principal names by their tag
         self._live = LiveTasks(queue.pool, queue.queues)
         self.labels = {settings.task_queue: "default", settings.slow_task_queue: "slow"}
+        self._lists = TaskLists(self._live, queue.history, self.owner)
 
     async def overview(self) -> Overview:
         counts = await self._live.counts()
-        minutes = await self._queue.history.throughput(self._queue.queues, minutes=CHART_MINUTES)
-        alive_s = 2 * self._settings.worker_health_check_interval_s + 1
         now = datetime.now(UTC)
+        minutes = await self._queue.history.throughput(
+            self._queue.queues, minutes=CHART_MINUTES, until=now
+        )
+        alive_s = 2 * self._settings.worker_health_check_interval_s + 1
+        first_minute = now.replace(second=0, microsecond=0) - timedelta(minutes=CHART_MINUTES - 1)
         crons = []
         for spec in CRONS:
             last = await self._queue.history.page(
@@ -155,7 +122,10 @@ class ConsoleService:
         ]
         return Overview(
             queues=queues,
-            per_minute=[sum(minute.values()) for minute in minutes],
+            per_minute=[
+                MinuteCount(first_minute + timedelta(minutes=i), sum(minute.values()))
+                for i, minute in enumerate(minutes)
+            ],
             workers=await self._queue.metrics_store.workers(self._queue.queues, alive_s=alive_s),
             crons=crons,
             dead_letters=await self._queue.dead_letter_store.count(),
@@ -164,22 +134,9 @@ class ConsoleService:
     async def tasks(
         self, status: ListStatus, *, name: str | None, queue: str | None, page: int
     ) -> Page[TaskRow]:
-        """One page of tasks of `status`, filtered by task name and queue."""
-        offset = (page - 1) * PAGE_SIZE
-        if status in FINISHED:
-            history = await self._queue.history.page(
-                status=status, name=name, queue=queue, limit=PAGE_SIZE, offset=offset
-            )
-            rows = [
-                self._row(record, at=record.finished_at, error=record.error)
-                for record in history.records
-            ]
-            return Page(rows, page, history.total)
-        live = await self._live.page(
-            LIVE_STATUSES[status], name=name, queue=queue, limit=PAGE_SIZE, offset=offset
-        )
-        rows = [self._row(task, at=task.at, error=None) for task in live.tasks]
-        return Page(rows, page, live.total, live.partial)
+        """One page of tasks of `status` ("recent": of every state), filtered by task name
+        and queue."""
+        return await self._lists.page(status, name=name, queue=queue, page=page)
 
     async def task(self, task_id: str) -> TaskDetail | None:
         """Everything known of a task: its state, arguments, result or failure, timeline.
@@ -270,7 +227,8 @@ class ConsoleService:
                 done += await self._queue.retry(task_id)
             else:
                 done += await store.take(task_id) is not None
-        logger.info("console: %s %s %d dead letters of %s", operator, action + "d", done, name)
+        letters = "dead letter" if done == 1 else "dead letters"
+        logger.info("console: %s %s %d %s of %s", operator, action + "d", done, letters, name)
         return done
 
     def changes(self) -> AsyncGenerator[set[str]]:
@@ -283,17 +241,3 @@ class ConsoleService:
         tag; "-" for tasks without one (cron jobs, scripts)."""
         tag, dot, _ = task_id.partition(".")
         return self._owners.get(tag, tag) if dot else "-"
-
-    def _row(
-        self, task: HistoryRecord | LiveTask, *, at: datetime | None, error: str | None
-    ) -> TaskRow:
-        return TaskRow(
-            task_id=task.task_id,
-            name=task.name,
-            queue=task.queue,
-            status=task.status,
-            tries=task.tries,
-            owner=self.owner(task.task_id),
-            at=at,
-            error=error,
-        )
