@@ -256,7 +256,8 @@ async def test_lists_show_each_state_page_by_page_and_outlive_arq_s_results(
     assert "No complete tasks" in (await anonymous.get(other_queue, headers=operator)).text
 
 
-MOMENT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+# A moment in a list: month, day and time; the full moment on hover.
+MOMENT = r'<time datetime="[^"]+" title="\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC">[\d: -]{14}</time>'
 
 
 def rows_of(page: str) -> dict[str, list[str]]:

@@ -34,10 +34,12 @@ NOTICES = {
     "bulk-deleted": "The dead letters of that task were deleted.",
 }
 MOMENT = "%Y-%m-%d %H:%M:%S UTC"
+CLOCK = "%m-%d %H:%M:%S"  # in lists: the full moment is on hover
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["moment"] = lambda value: (
     value.astimezone(UTC).strftime(MOMENT) if isinstance(value, datetime) else "-"
 )
+templates.env.filters["clock"] = lambda value: value.astimezone(UTC).strftime(CLOCK)
 templates.env.filters["epoch"] = lambda value: (
     datetime.fromtimestamp(value, UTC).strftime(MOMENT) if value else "-"
 )
