@@ -250,12 +250,14 @@ def next_steps(project: Path, answers: Answers) -> str:
         started = "the API, its workers and embedded Redis and PostgreSQL servers"
     else:
         started = "the API, its workers and an embedded Redis server"
-    return (
-        f"{answers['project_name']} is ready in {project}\n"
-        f"  cd {project.name} && just dev    # {started}\n"
-        "  just test                     # its tests; `just` lists every recipe\n"
-        ".env holds fresh local secrets and a development API key: it is git-ignored, keep it so.\n"
-    )
+    commands = {
+        f"cd {project.name} && just dev": started,
+        "just test": "its tests; `just` lists every recipe",
+    }
+    width = max(map(len, commands)) + 4  # the comments line up, whatever the project's name
+    steps = "".join(f"  {command:<{width}}# {what}\n" for command, what in commands.items())
+    secrets = "fresh local secrets and a development API key: it is git-ignored, keep it so"
+    return f"{answers['project_name']} is ready in {project}\n{steps}.env holds {secrets}.\n"
 
 
 def main() -> int:

@@ -225,4 +225,5 @@ def test_a_render_ends_by_saying_what_to_do_next(
     assert started in lines[1]
     assert lines[2].split("#")[0].strip() == "just test"
     assert lines[3].startswith(".env holds fresh local secrets")
+    assert lines[1].index("#") == lines[2].index("#")  # the comments line up
     assert (project / ".env").is_file()
