@@ -167,6 +167,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "tests/test_metrics.py",
             "tests/test_oidc.py",
             "tests/test_outage.py",
+            "tests/test_safe_defaults.py",
             "tests/test_sentinel.py",
             "tests/test_sessions.py",
             "tests/test_tasks_api.py",
