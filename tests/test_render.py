@@ -85,7 +85,7 @@ K8S_FILES = (
     "worker-slow.yaml",
     "worker.yaml",
 )
-CONSOLE_PICTURES = ("dead-letters", "overview", "sign-in", "task", "task-queued", "tasks")
+CONSOLE_PICTURES = ("dead-letters", "overview", "recent", "sign-in", "task", "task-queued", "tasks")
 BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
     (
         lambda combo: combo.has_tasks,
