@@ -1,6 +1,9 @@
 import os
 import re
 import signal
+{%- if cookiecutter.__examples == "yes" %}
+import socket
+{%- endif %}
 import subprocess
 import sys
 import time
@@ -14,6 +17,9 @@ import pytest
 from {{ cookiecutter.__package_name }}.access import create_key
 from {{ cookiecutter.__package_name }}.devtools.dev import SERVICE_DIR, how_to_authenticate
 from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
+{%- if cookiecutter.__examples == "yes" %}
+from {{ cookiecutter.__package_name }}.devtools.mailbox import local_mailbox
+{%- endif %}
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 from .support import bearer
@@ -130,6 +136,22 @@ def test_dev_says_how_to_get_a_key_when_env_has_none() -> None:
     assert f"Bearer {key}" in how_to_authenticate(with_key, key)
     disabled = Settings(auth_disabled=True, _env_file=None)
     assert "AUTH_DISABLED" in how_to_authenticate(disabled, None)
+
+{%- if cookiecutter.__examples == "yes" %}
+
+
+def test_a_taken_smtp_port_leaves_the_mailbox_to_its_holder() -> None:
+    """Two `just dev` started at once: the one that binds the port runs the mailbox; the
+    other says where e-mail goes and goes on (a port bound but not yet listening, as the
+    other one's is for an instant, is the narrowest case). The mailbox that runs is tested
+    through `just dev` above."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        local = Settings(smtp_host="127.0.0.1", smtp_port=port, _env_file=None)
+        with local_mailbox(local) as said:
+            assert said == f"E-mail goes to the server already listening on 127.0.0.1:{port}."
+{%- endif %}
 
 
 def test_a_reload_says_one_line(workdir: Path) -> None:

@@ -30,7 +30,7 @@ from .embedded_postgres import EmbeddedPostgres, EmbeddedPostgresUnavailableErro
 {%- endif %}
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError, free_port
 {%- if cookiecutter.__examples == "yes" %}
-from .mailbox import mailbox_command
+from .mailbox import local_mailbox
 {%- endif %}
 
 SERVICE = "{{ cookiecutter.__package_name }}"
@@ -131,13 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     print(f"API: http://{args.host}:{args.port}  docs: http://{args.host}:{args.port}/docs")
     print(how_to_authenticate(settings, dotenv_values(".env").get("DEV_API_KEY")), flush=True)
-{%- if cookiecutter.__examples == "yes" %}
-    mailbox, said = mailbox_command(settings)
-    print(said, flush=True)
-    commands += [mailbox] if mailbox else []
-{%- endif %}
     started = {"API_URL": f"http://{args.host}:{args.port}"}
     with contextlib.ExitStack() as servers:
+{%- if cookiecutter.__examples == "yes" %}
+        print(servers.enter_context(local_mailbox(settings)), flush=True)
+{%- endif %}
         try:
             if "redis_url" in settings.model_fields_set:
                 print("Using REDIS_URL from the environment or .env.", flush=True)
