@@ -83,7 +83,8 @@ class Stack:
         return self.compose("ps", "--quiet", service).split()
 
     def ready(self) -> dict[str, Any]:
-        """/health/ready once it answers 200: the API, its checks and both queues' workers."""
+        """/health/ready once it answers 200 with both queues' workers alive: the API can be
+        ready a moment before the second worker's first heartbeat."""
         deadline = time.monotonic() + WAIT_S
         last: object = None
         while time.monotonic() < deadline:
@@ -92,7 +93,8 @@ class Stack:
                 last = response.text
                 if response.status_code == 200:
                     body: dict[str, Any] = response.json()
-                    return body
+                    if set(body["workers"].values()) == {"alive"}:
+                        return body
             except httpx.TransportError as exc:
                 last = exc
             time.sleep(0.5)
