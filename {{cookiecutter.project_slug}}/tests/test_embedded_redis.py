@@ -1,5 +1,6 @@
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -8,6 +9,7 @@ from {{ cookiecutter.__package_name }}.devtools import embedded_redis
 from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
     EmbeddedRedis,
     EmbeddedRedisUnavailableError,
+    free_port,
 )
 
 
@@ -33,3 +35,25 @@ def test_missing_binaries_give_a_clear_message(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PATH", "")
     with pytest.raises(EmbeddedRedisUnavailableError, match="REDIS_URL"):
         embedded_redis.locate_binaries()
+
+
+def test_a_port_another_server_took_is_given_up_for_a_free_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A port found free that another server binds first: the new server takes another port,
+    never reports the other server as itself; told to keep that port, it says it did not start."""
+    with EmbeddedRedis() as other:
+        found = iter([other.port])
+        monkeypatch.setattr(
+            embedded_redis, "free_port", lambda avoid=(): next(found, None) or free_port(avoid)
+        )
+        process, port = embedded_redis.start_server(tmp_path)
+        try:
+            assert port != other.port
+            with Redis(port=port) as client:
+                assert client.info("server")["process_id"] == process.pid
+        finally:
+            process.kill()
+            process.wait()
+        with pytest.raises(EmbeddedRedisUnavailableError, match=f"port {other.port}"):
+            embedded_redis.start_server(tmp_path, port=other.port)

@@ -8,19 +8,14 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import RedisDsn
 from redis import Redis
-from redis.exceptions import RedisError
 
-from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
-    free_port,
-    locate_binaries,
-)
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port, start_server
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
@@ -29,26 +24,6 @@ from .support import serve
 # Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
 DEADLINE_S = 60.0  # an upper bound for a loaded machine, not a timing claim
-
-
-def start_server(folder: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    server, module = locate_binaries()
-    command = [
-        server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-        "--save", "", "--appendonly", "no", "--logfile", str(folder / f"redis-{port}.log"),
-        *extra,
-    ]  # fmt: skip
-    if module:
-        command += ["--loadmodule", module]
-    process = subprocess.Popen(command)
-    with Redis(port=port, socket_connect_timeout=0.5) as client:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            with contextlib.suppress(RedisError):
-                if client.ping():
-                    return process
-            assert time.monotonic() < deadline, (folder / f"redis-{port}.log").read_text()
-            time.sleep(0.05)
 
 
 class MovingAddress:
@@ -87,10 +62,13 @@ class MovingAddress:
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """A master and its replica, stopped after the test."""
-    master, replica = free_port(), free_port()
-    started = [start_server(tmp_path, master)]
+    process, master = start_server(tmp_path, "--appendonly", "no")
+    started = [process]
     try:
-        started.append(start_server(tmp_path, replica, "--replicaof", "127.0.0.1", str(master)))
+        process, replica = start_server(
+            tmp_path, "--appendonly", "no", "--replicaof", "127.0.0.1", str(master)
+        )
+        started.append(process)
         yield master, replica
     finally:
         for process in started:

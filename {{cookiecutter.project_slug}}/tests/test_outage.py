@@ -8,19 +8,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import RedisDsn
-from redis import Redis
-from redis.exceptions import RedisError
 
-from {{ cookiecutter.__package_name }}.devtools.embedded_redis import (
-    free_port,
-    locate_binaries,
-)
+from {{ cookiecutter.__package_name }}.devtools.embedded_redis import start_server
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
@@ -32,31 +26,18 @@ DEADLINE_S = 60.0  # an upper bound for a loaded machine, not a timing claim
 
 
 class AofServer:
-    """redis-server on a fixed port and folder, with the compose file's persistence (AOF)."""
+    """redis-server on a port and folder of its own, with the compose file's persistence (AOF);
+    started again, it keeps its port."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.port: int | None = None
+        self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        server, module = locate_binaries()
-        command = [
-            server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-            "--appendonly", "yes", "--save", "", "--logfile", str(self.folder / "redis.log"),
-        ]  # fmt: skip
-        if module:
-            command += ["--loadmodule", module]
-        self.process = subprocess.Popen(command)
-        with Redis(port=self.port, socket_connect_timeout=0.5) as client:
-            for _ in range(200):
-                try:
-                    if client.ping():
-                        return
-                except RedisError:
-                    time.sleep(0.05)
-        raise AssertionError((self.folder / "redis.log").read_text()[-2000:])
+        self.process, self.port = start_server(self.folder, "--appendonly", "yes", port=self.port)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
         """SIGTERM, as `docker compose restart cache` sends: the server flushes its AOF."""

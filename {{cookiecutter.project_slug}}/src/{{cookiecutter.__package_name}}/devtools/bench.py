@@ -48,7 +48,7 @@ from .embedded_postgres import EmbeddedPostgres
 {%- else %}
 from .bench_workers import ARQ_WORKERS, GENERATED, Queues, drain, measure_pickups, measure_recovery
 {%- endif %}
-from .embedded_redis import EmbeddedRedis, free_port
+from .embedded_redis import EmbeddedRedis
 
 
 @dataclass
@@ -213,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 {%- if cookiecutter.__database == "postgres" %}
-    with EmbeddedRedis(port=free_port()) as server, EmbeddedPostgres() as database:
+    with EmbeddedRedis() as server, EmbeddedPostgres() as database:
         command.upgrade(alembic_config(database.url), "head")
         results = asyncio.run(run(server.url, database.url, args))
         env = {**os.environ, "REDIS_URL": server.url, "DATABASE_URL": database.url}
         console = measure_console(env, args.console_tasks, args.console_dead_letters)
 {%- else %}
-    with EmbeddedRedis(port=free_port()) as server:
+    with EmbeddedRedis() as server:
         results = asyncio.run(run(server.url, args))
         env = {**os.environ, "REDIS_URL": server.url}
         console = measure_console(env, args.console_tasks, args.console_dead_letters)

@@ -28,7 +28,7 @@ from ..settings import Settings
 {%- if cookiecutter.__database == "postgres" %}
 from .embedded_postgres import EmbeddedPostgres, EmbeddedPostgresUnavailableError
 {%- endif %}
-from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError, free_port
+from .embedded_redis import EmbeddedRedis, EmbeddedRedisUnavailableError
 {%- if cookiecutter.__examples == "yes" %}
 from .mailbox import local_mailbox
 {%- endif %}
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             if "redis_url" in settings.model_fields_set:
                 print("Using REDIS_URL from the environment or .env.", flush=True)
             else:
-                redis = servers.enter_context(EmbeddedRedis(port=free_port(avoid={args.port})))
+                redis = servers.enter_context(EmbeddedRedis(avoid={args.port}))
                 env["REDIS_URL"] = started["REDIS_URL"] = redis.url
                 print(f"Embedded server: {redis.url} (stopped with Ctrl-C)", flush=True)
 {%- if cookiecutter.__database == "postgres" %}

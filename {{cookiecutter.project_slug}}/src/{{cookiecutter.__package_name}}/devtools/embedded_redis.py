@@ -21,10 +21,12 @@ from redis.exceptions import RedisError
 LOAD_FALKORDB_MODULE = {{ "True" if cookiecutter.cache_backend == "falkordb" else "False" }}
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
+# Ports tried before giving up, when each found free was bound by another process first.
+PORT_TRIES = 5
 
 
 class EmbeddedRedisUnavailableError(RuntimeError):
-    """No server binary was found on this machine."""
+    """No server binary was found on this machine, or the server did not start."""
 
 
 def locate_binaries() -> tuple[str, str | None]:
@@ -58,35 +60,28 @@ def free_port(avoid: Collection[int] = ()) -> int:
 
 
 class EmbeddedRedis:
-    """Start with `with EmbeddedRedis() as server:`; `server.url` is its address."""
+    """Start with `with EmbeddedRedis() as server:`; `server.url` is its address, a free port
+    other than those in `avoid`."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self, avoid: Collection[int] = ()) -> None:
+        self.avoid = avoid
+        self.port = 0
+        self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self) -> None:
-        server, module = locate_binaries()
         self._workdir = tempfile.TemporaryDirectory(prefix="embedded-redis-")
-        workdir = Path(self._workdir.name)
-        command = [
-            server,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(workdir),
-            "--save", "",
-            "--appendonly", "no",
-            "--logfile", str(workdir / "redis.log"),
-        ]  # fmt: skip
-        if module:
-            command += ["--loadmodule", module]
         # Its own session: a Ctrl-C meant for the API and workers must not stop the server
         # under them; `stop()` ends it once they are gone.
-        self._process = subprocess.Popen(  # noqa: S603
-            command, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        self._wait_until_ready(workdir / "redis.log")
+        try:
+            self._process, self.port = start_server(
+                Path(self._workdir.name), "--appendonly", "no", avoid=self.avoid, own_session=True
+            )
+        except EmbeddedRedisUnavailableError:
+            self.stop()
+            raise
+        self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
         if self._process is not None:
@@ -113,20 +108,59 @@ class EmbeddedRedis:
     ) -> None:
         self.stop()
 
-    def _wait_until_ready(self, log: Path) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        with Redis(port=self.port, socket_connect_timeout=0.5) as client:
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    break
-                try:
-                    client.ping()
-                except RedisError:
-                    time.sleep(0.05)
-                else:
-                    return
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-        self.stop()
-        message = f"redis-server on port {self.port} did not start:\n{tail}"
-        raise EmbeddedRedisUnavailableError(message)
+
+def start_server(
+    folder: Path,
+    *options: str,
+    port: int | None = None,
+    avoid: Collection[int] = (),
+    own_session: bool = False,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server on 127.0.0.1 (with the FalkorDB module when the graph is needed), its
+    files and its log (redis-PORT.log) in `folder`, once it answers; and its port.
+
+    Without a `port`, it takes a free one other than those in `avoid`, and another if a server
+    that is not this one answers there: a port found free can be bound by another process
+    before this one binds it (so a test never runs against another test's server). Raises
+    EmbeddedRedisUnavailableError, with the end of the server's log, when it does not start.
+    """
+    server, module = locate_binaries()
+    for _ in range(PORT_TRIES):
+        chosen = port or free_port(avoid)
+        log = folder / f"redis-{chosen}.log"
+        command = [
+            server, "--port", str(chosen), "--bind", "127.0.0.1", "--dir", str(folder),
+            "--save", "", "--logfile", str(log), *options,
+        ]  # fmt: skip
+        if module:
+            command += ["--loadmodule", module]
+        process = subprocess.Popen(  # noqa: S603
+            command, stdin=subprocess.DEVNULL, start_new_session=own_session
+        )
+        pid = _answering_pid(process, chosen)
+        if pid == process.pid:
+            return process, chosen
+        process.kill()
+        process.wait()
+        taken = pid is not None or "Address already in use" in _tail(log)
+        if port is not None or not taken:
+            break
+    message = f"redis-server on port {chosen} did not start:\n{_tail(log)}"
+    raise EmbeddedRedisUnavailableError(message)
+
+
+def _answering_pid(process: subprocess.Popen[bytes], port: int) -> int | None:
+    """The process id of the server answering on `port` within START_TIMEOUT_S; None if none
+    did before `process` exited."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with Redis(port=port, socket_connect_timeout=0.5) as client:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                return int(client.info("server")["process_id"])
+            except RedisError:
+                time.sleep(0.05)
+    return None
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
