@@ -24,6 +24,7 @@ from {{ cookiecutter.__package_name }}.infrastructure.outbox_relay import (
     OutboxRelay,
 )
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, enqueue_task
+from {{ cookiecutter.__package_name }}.infrastructure.redis import texts
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 WORKER = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"]
@@ -100,7 +101,7 @@ async def test_a_committed_task_is_relayed_once_under_its_row_s_id(
     assert await relay.relay_once() == 0
     assert await outbox_size(database) == 0
     queued = await task_queue.pool.zrange(task_queue.queues[0], 0, -1)
-    assert sorted(member.decode() for member in queued) == sorted(ids)
+    assert sorted(texts(queued)) == sorted(ids)
     score = await task_queue.pool.zscore(slow_queue, later)
     assert score is not None
     assert score > (time.time() + 3500) * 1000
@@ -182,7 +183,7 @@ async def test_a_relay_that_fails_half_way_leaves_the_rest_for_the_next(
     monkeypatch.setattr(task_queue, "enqueue", enqueue)
     assert await OutboxRelay(database, task_queue, poll_interval_s=1).relay_once() == 10
     queued = await task_queue.pool.zrange(task_queue.queues[0], 0, -1)
-    assert sorted(member.decode() for member in queued) == sorted(ids)
+    assert sorted(texts(queued)) == sorted(ids)
 
 
 async def test_the_relay_waits_out_a_queue_that_refuses_writes(
@@ -212,7 +213,7 @@ async def test_the_relay_waits_out_a_queue_that_refuses_writes(
     assert refusals == 2
     assert caplog.text.count("outbox relay interrupted (ReadOnlyError") == 2
     queued = await task_queue.pool.zrange(task_queue.queues[0], 0, -1)
-    assert sorted(member.decode() for member in queued) == sorted(ids)
+    assert sorted(texts(queued)) == sorted(ids)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from {{ cookiecutter.__package_name }}.infrastructure.database import session_fa
 from {{ cookiecutter.__package_name }}.infrastructure.models import OutboxTask, User
 from {{ cookiecutter.__package_name }}.infrastructure.outbox_relay import OutboxRelay
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
+from {{ cookiecutter.__package_name }}.infrastructure.redis import texts
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
@@ -118,7 +119,7 @@ async def test_a_thousand_concurrent_sign_ups_give_a_thousand_tasks(
     assert await count(database, OutboxTask) == 0
     queue = task_queue.settings.{% if cookiecutter.__examples == "yes" %}slow_task_queue{% else %}task_queue{% endif %}
     queued = await task_queue.pool.zrange(queue, 0, -1)
-    assert sorted(member.decode() for member in queued) == sorted(task_ids)
+    assert sorted(texts(queued)) == sorted(task_ids)
 
 
 class Cable:

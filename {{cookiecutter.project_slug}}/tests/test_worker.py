@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -351,9 +351,9 @@ async def test_an_abort_sent_again_after_a_lost_reply_gives_the_same_answer(
     task_id = await task_queue.enqueue("example_task", message="never")
     assert task_id
     pool, queues = task_queue.pool, task_queue.queues
-    job_raw = await pool.get(job_key_prefix + task_id)
+    job_raw = cast(bytes, await pool.get(job_key_prefix + task_id))
     assert await task_queue.abort(task_id) == "aborted"
-    result = await pool.get(result_key_prefix + task_id)
+    result = cast(bytes, await pool.get(result_key_prefix + task_id))
     again = await task_queue._abort_script(  # what the first call sent
         keys=task_queue.abort_keys(task_id),
         args=[task_id, job_raw, result, 60_000, *(f"unused-{queue}" for queue in queues)],

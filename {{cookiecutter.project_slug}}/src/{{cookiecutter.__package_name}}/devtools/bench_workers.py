@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import default_queue_name, result_key_prefix
@@ -156,7 +156,9 @@ async def task_times(
 ) -> Latencies:
     """Tasks per second from the first start to the last finish, as the results record."""
     raws = await pool.mget([result_key_prefix + task_id for task_id in task_ids])
-    results = [deserialize_result(raw, deserializer=deserializer) for raw in raws if raw]
+    results = [
+        deserialize_result(cast(bytes, raw), deserializer=deserializer) for raw in raws if raw
+    ]
     first = min(result.start_time for result in results)
     last = max(result.finish_time for result in results)
     failed = len(task_ids) - sum(result.success for result in results)

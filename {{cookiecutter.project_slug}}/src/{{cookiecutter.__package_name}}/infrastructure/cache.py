@@ -1,6 +1,7 @@
 """A small string cache in {{ "FalkorDB" if cookiecutter.cache_backend == "falkordb" else "Redis" }}: every key has a prefix and a time to live."""
 
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -14,8 +15,7 @@ class Cache:
         self._default_ttl_s = default_ttl_s
 
     async def get(self, key: str) -> str | None:
-        value: str | None = await self._redis.get(self._prefix + key)
-        return value
+        return cast(str | None, await self._redis.get(self._prefix + key))
 
     async def set(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
         await self._redis.set(self._prefix + key, value, ex=ttl_s or self._default_ttl_s)

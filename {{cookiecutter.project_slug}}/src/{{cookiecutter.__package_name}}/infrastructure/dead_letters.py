@@ -4,12 +4,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from arq.connections import ArqRedis
 from arq.constants import result_key_prefix
 from arq.jobs import deserialize_result
 
+from .redis import texts
 from .serialization import deserialize, serialize
 
 # A sorted set of the ids by when they failed, one per task name, and one JSON record each.
@@ -46,7 +47,7 @@ class DeadLetterStore:
         result_raw = await self.redis.get(result_key_prefix + task_id)
         if not result_raw:
             return
-        result = deserialize_result(result_raw, deserializer=deserialize)
+        result = deserialize_result(cast(bytes, result_raw), deserializer=deserialize)
         await self.add(
             {
                 "task_id": task_id,
@@ -94,7 +95,7 @@ class DeadLetterStore:
         ids = await self.redis.zrevrange(key, offset, offset + limit - 1)
         if not ids:
             return []
-        records = await self.redis.mget([DEAD_LETTER_PREFIX + task_id.decode() for task_id in ids])
+        records = await self.redis.mget([DEAD_LETTER_PREFIX + task_id for task_id in texts(ids)])
         return [_dead_letter(deserialize(raw)) for raw in records if raw]
 
     async def get(self, task_id: str) -> DeadLetter | None:
@@ -103,10 +104,7 @@ class DeadLetterStore:
 
     async def ids(self, name: str) -> list[str]:
         """The ids of every dead letter of task `name` now, the most recent first."""
-        return [
-            raw.decode()
-            for raw in await self.redis.zrevrange(DEAD_LETTERS_BY_NAME_PREFIX + name, 0, -1)
-        ]
+        return texts(await self.redis.zrevrange(DEAD_LETTERS_BY_NAME_PREFIX + name, 0, -1))
 
     async def count(self, name: str | None = None) -> int:
         return int(
@@ -137,7 +135,7 @@ class DeadLetterStore:
         return _dead_letter(deserialize(raw)) if removed else None
 
 
-def parse_dead_letter(raw: bytes) -> DeadLetter:
+def parse_dead_letter(raw: bytes | str) -> DeadLetter:
     """A dead letter from its stored record."""
     return _dead_letter(deserialize(raw))
 

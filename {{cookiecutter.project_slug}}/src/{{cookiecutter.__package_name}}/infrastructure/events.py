@@ -106,7 +106,7 @@ class TaskEventHub:
             self._reader.cancel()
             with suppress(asyncio.CancelledError):
                 await self._reader
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
 
     async def _read(self) -> None:
         while not self._closed:
@@ -171,4 +171,4 @@ async def task_changes(
                 yield changed
                 idle_at = now + idle_s
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()

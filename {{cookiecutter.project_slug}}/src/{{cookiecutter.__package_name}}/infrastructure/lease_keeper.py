@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from .redis import close_redis
+from .redis import close_redis, describe
 from .task_keys import LEASE_KEY_PREFIX
 from .worker_scripts import SERVER_NOW_LUA
 
@@ -123,7 +123,9 @@ class LeaseKeeper:
                     # Whatever went wrong (the server gone or stalled, a failover's READONLY),
                     # try again soon, backing off: a lease outlives three missed renewals.
                     if not failing:
-                        logger.warning("could not renew the leases of running tasks: %r", exc)
+                        logger.warning(
+                            "could not renew the leases of running tasks: %s", describe(exc)
+                        )
                     delay_s = min(2 * delay_s, MAX_BACKOFF_S, every_s) if failing else 0.05
                     failing = True
                     continue

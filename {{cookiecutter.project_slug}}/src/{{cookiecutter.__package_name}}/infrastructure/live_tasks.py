@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
@@ -151,7 +151,10 @@ class LiveTasks:
     async def _running(self) -> list[tuple[str, str, float]]:
         """Running tasks (id, queue, start ms), the latest started first; those whose lease
         ran out (their worker died) are dropped from the set."""
-        started = await self.redis.zrevrange(RUNNING_KEY, 0, -1, withscores=True)
+        started = cast(
+            list[tuple[bytes, float]],
+            await self.redis.zrevrange(RUNNING_KEY, 0, -1, withscores=True),
+        )
         if not started:
             return []
         ids = [raw.decode() for raw, _ in started]
@@ -206,7 +209,7 @@ class LiveTasks:
         return tasks
 
 
-def _is_named(job_raw: bytes | None, name: str) -> bool:
+def _is_named(job_raw: bytes | str | None, name: str) -> bool:
     """Whether the job payload runs task `name` (arq keeps the function's name under "f")."""
     if job_raw is None:
         return False

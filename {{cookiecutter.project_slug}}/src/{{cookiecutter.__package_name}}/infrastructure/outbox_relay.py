@@ -22,7 +22,7 @@ from .database import Sessions, session_factory
 from .models import OutboxTask
 from .outbox import OUTBOX_CHANNEL
 from .queue import TaskQueue
-from .redis import UNAVAILABLE_ERRORS
+from .redis import UNAVAILABLE_ERRORS, describe
 
 logger = logging.getLogger(__name__)
 # What interrupts the relay until the database or Redis is back.
@@ -67,7 +67,7 @@ class OutboxRelay:
             try:
                 await self._hold_lock_and_relay()
             except INTERRUPTIONS as exc:
-                logger.warning("outbox relay interrupted (%r); resuming", exc)
+                logger.warning("outbox relay interrupted (%s); resuming", describe(exc))
             finally:
                 self.relaying.clear()
             await asyncio.sleep(RETRY_AFTER_ERROR_S)

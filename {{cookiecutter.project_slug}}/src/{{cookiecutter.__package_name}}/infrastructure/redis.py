@@ -3,9 +3,10 @@
 import asyncio
 import logging
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -51,6 +52,10 @@ def create_redis(
     retries connecting and every command, backing off up to PATIENT_MAX_DELAY_S, and goes on
     when the server is back. The API's client fails at once instead, so that it answers 503.
 
+    A caller finding every connection of the pool (REDIS_MAX_CONNECTIONS) in use waits for one
+    to be free: the API's clients as long as for a reply (REDIS_SOCKET_TIMEOUT_S, then the
+    server counts as unavailable), the patient ones for as long as it takes.
+
     READONLY (a failover made the server of this connection a replica, and the address now
     leads to the new master) drops the connection and tries once more on a new one; a patient
     client goes on until a master takes the write. A refused write ran nothing, so sending it
@@ -76,7 +81,7 @@ def create_redis(
         options["socket_keepalive"] = True
         options["socket_keepalive_options"] = KEEPALIVE_OPTIONS
     if settings.redis_sentinels:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             settings.redis_sentinel_hosts,
             socket_connect_timeout=settings.redis_connect_timeout_s,
             socket_timeout=settings.redis_socket_timeout_s,
@@ -86,7 +91,8 @@ def create_redis(
         master: Redis = sentinel.master_for(
             settings.redis_sentinel_master,
             redis_class=redis_class,
-            connection_pool_class=PatientSentinelPool if patient else SentinelConnectionPool,
+            connection_pool_class=PatientSentinelPool if patient else WaitingSentinelPool,
+            timeout=None if patient else settings.redis_socket_timeout_s,
             db=settings.redis_queue_db if queue else settings.redis_cache_db,
             username=url.username,
             password=url.password,
@@ -94,34 +100,55 @@ def create_redis(
         )
         return master
     target = settings.redis_queue_url if queue else str(url)
-    if patient:
-        return redis_class(connection_pool=PatientPool.from_url(target, **options))
-    client: Redis = redis_class.from_url(target, **options)
-    return client
+    pool_class = PatientPool if patient else BlockingConnectionPool
+    timeout_s = None if patient else settings.redis_socket_timeout_s
+    return redis_class.from_pool(pool_class.from_url(target, timeout=timeout_s, **options))
 
 
-async def wait_for_connection(pool: ConnectionPool) -> AbstractConnection:
+# Untyped in redis-py (a decorator that warns of deprecated arguments).
+_get_connection = cast(
+    Callable[[BlockingConnectionPool], Awaitable[AbstractConnection]],
+    BlockingConnectionPool.get_connection,
+)
+
+
+async def wait_for_connection(pool: BlockingConnectionPool) -> AbstractConnection:
     """A connection of `pool`, trying again while the server cannot be reached."""
     delay_s = 0.05
     while True:
         try:
-            connection: AbstractConnection = await ConnectionPool.get_connection(pool)
-            return connection
+            return await _get_connection(pool)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             if delay_s == 0.05:
-                logger.warning("the server is unreachable (%s); waiting for it", exc)
+                logger.warning("the server is unreachable (%s); waiting for it", describe(exc))
             await asyncio.sleep(delay_s)
             delay_s = min(2 * delay_s, PATIENT_MAX_DELAY_S)
 
 
-class PatientPool(ConnectionPool):
+class PatientPool(BlockingConnectionPool):
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         return await wait_for_connection(self)
 
 
-class PatientSentinelPool(SentinelConnectionPool):
+class WaitingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The pool behind Sentinel's master, waiting for a free connection as the others do."""
+
+
+class PatientSentinelPool(WaitingSentinelPool):
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         return await wait_for_connection(self)
+
+
+def texts(reply: Iterable[Any]) -> list[str]:
+    """The members of a list reply as text: the queue's clients read bytes."""
+    return [member.decode() if isinstance(member, bytes) else str(member) for member in reply]
+
+
+def describe(exc: BaseException) -> str:
+    """An error for a log line: its class and its message (a redis-py error's repr gives
+    only its category and class)."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 async def close_redis(redis: Redis) -> None:

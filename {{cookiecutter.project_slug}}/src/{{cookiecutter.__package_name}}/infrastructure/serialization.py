@@ -14,7 +14,7 @@ def serialize(value: Any) -> bytes:
     return json.dumps(value, default=_encode, separators=(",", ":")).encode()
 
 
-def deserialize(data: bytes) -> Any:
+def deserialize(data: bytes | str) -> Any:
     return json.loads(data, object_hook=_decode)
 
 

@@ -10,6 +10,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from .redis import texts
+
 
 class SessionStore:
     """Create, read and end sessions; `cleanup_expired` prunes the expiry index."""
@@ -44,7 +46,7 @@ class SessionStore:
     async def cleanup_expired(self, now: float | None = None) -> int:
         """Remove expired sessions from the index (and their hash, if still there)."""
         cutoff = time.time() if now is None else now
-        expired: list[str] = await self._redis.zrangebyscore(self._index, "-inf", cutoff)
+        expired = texts(await self._redis.zrangebyscore(self._index, "-inf", cutoff))
         if not expired:
             return 0
         async with self._redis.pipeline(transaction=True) as pipe:

@@ -166,7 +166,7 @@ class HistoryRecord:
         ).encode()
 
     @classmethod
-    def load(cls, raw: bytes) -> "HistoryRecord":
+    def load(cls, raw: bytes | str) -> "HistoryRecord":
         fields: dict[str, Any] = json.loads(raw)
         for name in ("enqueued_at", "started_at", "finished_at"):
             stamp = fields[name]
@@ -240,7 +240,7 @@ class TaskHistory:
         record = None
         result_raw = await self.redis.get(result_key_prefix + task_id)
         if result_raw:
-            result = deserialize_result(result_raw, deserializer=deserialize)
+            result = deserialize_result(cast(bytes, result_raw), deserializer=deserialize)
             status = json.loads(event)["status"]
             record = HistoryRecord.from_result(task_id, result, status, traceback)
         task_id_, event_, record_, *rest = self.end_args(task_id, event, record)

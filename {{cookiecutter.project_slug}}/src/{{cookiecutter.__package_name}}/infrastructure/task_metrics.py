@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.typing import EncodableT
 
 from .dead_letters import DEAD_LETTERS_KEY
+from .redis import texts
 from .task_history import LUA as HISTORY_LUA
 from .task_keys import leases_key
 
@@ -206,7 +208,8 @@ class TaskMetricsStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {worker.worker_id: now_ms})
             pipe.zremrangebyscore(key, "-inf", now_ms - forget_after_s * 1000)
-            pipe.hset(info_key, mapping=worker.fields())
+            fields: dict[EncodableT, EncodableT] = dict(worker.fields().items())
+            pipe.hset(info_key, mapping=fields)
             pipe.pexpire(info_key, int(forget_after_s * 1000))
             await pipe.execute()
 
@@ -223,7 +226,7 @@ class TaskMetricsStore:
         ids = await self.redis.zrangebyscore(WORKERS_KEY_PREFIX + queue, alive_since_ms, "+inf")
         if host is None:
             return bool(ids)
-        return any(worker_id.decode().startswith(host + ":") for worker_id in ids)
+        return any(worker_id.startswith(host + ":") for worker_id in texts(ids))
 
     async def workers(self, queues: Sequence[str], *, alive_s: float) -> list[WorkerInfo]:
         """The workers of `queues` that sent a heartbeat within `alive_s`."""

@@ -14,7 +14,7 @@ import arq.worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .redis import UNAVAILABLE_ERRORS
+from .redis import UNAVAILABLE_ERRORS, describe
 from .task_context import task_log_context
 from .task_metrics import TaskMetricsStore, WorkerInfo
 from .worker_tries import CURRENT_TRY, Claim, Tries
@@ -93,7 +93,7 @@ class Worker(arq.worker.Worker):
             # answers READONLY after a failover, a script refused, a server that stopped
             # answering (tasks claimed by a pass cut short run again once their lease lapses).
             # Go on after a pause.
-            logger.warning("a pass over the queue failed (%r); trying again", exc)
+            logger.warning("a pass over the queue failed (%s); trying again", describe(exc))
             await asyncio.sleep(min(self.max_wait_s, MAX_BACKOFF_S))
         for job_id, task in list(self.tasks.items()):
             if task.done():

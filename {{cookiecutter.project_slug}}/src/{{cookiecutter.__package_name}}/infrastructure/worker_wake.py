@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .queue import wake_channel
+from .redis import describe
 
 logger = logging.getLogger(__name__)
 # The longest wait before subscribing again after the wake channel failed.
@@ -72,8 +74,11 @@ class WakeUp:
     async def _next_due_in_s(self) -> float | None:
         """Seconds until the earliest deferred task of the queue is due; None without one."""
         now_ms = time.time() * 1000
-        due: list[tuple[bytes, float]] = await self._pool.zrangebyscore(
-            self._queue_name, f"({now_ms}", "+inf", start=0, num=1, withscores=True
+        due = cast(
+            list[tuple[bytes, float]],
+            await self._pool.zrangebyscore(
+                self._queue_name, f"({now_ms}", "+inf", start=0, num=1, withscores=True
+            ),
         )
         return (due[0][1] - now_ms) / 1000 if due else None
 
@@ -90,6 +95,6 @@ class WakeUp:
                         if message["type"] == "message":
                             self._woken.set()
             except (RedisError, OSError) as exc:
-                logger.warning("the wake-up listener lost its subscription (%r)", exc)
+                logger.warning("the wake-up listener lost its subscription (%s)", describe(exc))
                 await asyncio.sleep(delay_s)
                 delay_s = min(2 * delay_s, MAX_BACKOFF_S)
