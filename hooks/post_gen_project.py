@@ -78,6 +78,7 @@ RULES: tuple[Rule, ...] = (
             "src/{pkg}/services/tasks.py",
             "src/{pkg}/tasks",
             "src/{pkg}/worker.py",
+            "tests/faults.py",
             "tests/test_access.py",
             "tests/test_bench.py",
             "tests/test_console.py",

@@ -150,6 +150,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/tasks/maintenance.py",
             "src/{pkg}/tasks/registry.py",
             "src/{pkg}/worker.py",
+            "tests/faults.py",
             "tests/test_access.py",
             "tests/test_bench.py",
             "tests/test_console.py",

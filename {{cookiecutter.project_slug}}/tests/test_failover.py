@@ -1,29 +1,35 @@
 """A failover on two real redis-servers: the replica promoted, the old master made its replica,
 and the address the service uses moved to the new master (as a managed Redis moves its DNS
 name). Connections opened before it still reach the old master, which answers READONLY: they
-are dropped and opened again, and the API and the worker go on, losing nothing queued before."""
+are dropped and opened again, and the API and the worker go on, losing nothing queued before.
+The same when a sentinel fails the master over and the service finds the master through it."""
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import RedisDsn
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port, start_server
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
+from .faults import (
+    SENTINEL_MASTER,
+    eventually,
+    sentinel_master_port,
+    sentinel_watching,
+    start_worker,
+)
 from .support import serve
 
 # Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
-DEADLINE_S = 60.0  # an upper bound for a loaded machine, not a timing claim
 
 
 class MovingAddress:
@@ -76,20 +82,24 @@ def servers(tmp_path: Path) -> Iterator[tuple[int, int]]:
             process.wait()
 
 
-def start_worker(redis_url: str, folder: Path) -> subprocess.Popen[bytes]:
-    """`python -m ....worker`, as deployed, its output in worker.log."""
-    env = {**os.environ, "REDIS_URL": redis_url, "WORKER_POLL_DELAY_S": "0.05"}
-    with (folder / "worker.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"],
-            env=env, cwd=folder, stdout=log, stderr=log,
-        )  # fmt: skip
+async def workers_alive(client: httpx.AsyncClient) -> bool:
+    reply = await client.get("/health/ready")
+    return reply.status_code == 200 and "alive" in reply.json()["workers"].values()
 
 
-async def eventually(probe: Callable[[], Awaitable[bool]]) -> None:
-    async with asyncio.timeout(DEADLINE_S):
-        while not await probe():  # noqa: ASYNC110 - polling a service from outside
-            await asyncio.sleep(0.1)
+async def enqueued(client: httpx.AsyncClient, urls: list[str]) -> bool:
+    """Whether the API took a task (added to `urls`); while Redis is out of reach, 503."""
+    body = {"name": "example_task", "args": {"message": "m", "steps": 1}, "defer_by": 2}
+    reply = await client.post("/api/v1/tasks", json=body)
+    assert reply.status_code in (202, 503), reply.text
+    if reply.status_code == 202:
+        urls.append(reply.headers["Location"])
+    return reply.status_code == 202
+
+
+async def all_complete(client: httpx.AsyncClient, urls: list[str]) -> bool:
+    replies = [await client.get(url) for url in urls]
+    return all(r.status_code == 200 and r.json()["status"] == "complete" for r in replies)
 
 
 async def test_a_failover_is_ridden_out_by_the_api_and_the_worker(
@@ -100,39 +110,73 @@ async def test_a_failover_is_ridden_out_by_the_api_and_the_worker(
     url = f"redis://127.0.0.1:{address.port}/0"
     own = settings.model_copy(update={"redis_url": RedisDsn(url)})
     async with address.open(), serve(create_app(own)) as client:
-        worker = start_worker(url, tmp_path)
+        worker = start_worker(tmp_path, REDIS_URL=url)
         try:
-
-            async def workers_alive() -> bool:
-                reply = await client.get("/health/ready")
-                return reply.status_code == 200 and "alive" in reply.json()["workers"].values()
-
-            await eventually(workers_alive)
-            body = {"name": "example_task", "args": {"message": "m", "steps": 1}, "defer_by": 2}
-            urls = [(await client.post("/api/v1/tasks", json=body)).headers["Location"]]
+            await eventually(lambda: workers_alive(client))
+            urls: list[str] = []
+            assert await enqueued(client, urls)
             with Redis(port=master) as old, Redis(port=replica) as new:
                 assert old.wait(1, 10_000) == 1  # the replica holds the queued task
                 new.replicaof("NO", "ONE")
                 old.replicaof("127.0.0.1", str(replica))
             address.move_to(replica)
-
-            async def enqueued() -> bool:
-                reply = await client.post("/api/v1/tasks", json=body)
-                assert reply.status_code in (202, 503), reply.text
-                if reply.status_code == 202:
-                    urls.append(reply.headers["Location"])
-                return reply.status_code == 202
-
-            await eventually(enqueued)
-
-            async def all_complete() -> bool:
-                replies = [await client.get(url) for url in urls]
-                return all(
-                    r.status_code == 200 and r.json()["status"] == "complete" for r in replies
-                )
-
-            await eventually(all_complete)
+            await eventually(lambda: enqueued(client, urls))
+            await eventually(lambda: all_complete(client, urls))
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
         finally:
             worker.kill()
             worker.wait()
+
+
+async def test_a_sentinel_failover_is_ridden_out_by_the_api_and_the_worker(
+    settings: Settings, servers: tuple[int, int], tmp_path: Path
+) -> None:
+    """A sentinel promotes the replica and makes the old master its replica, as it does when
+    a master fails: the API and a worker process, both finding the master through it, go on,
+    and tasks queued before and after the failover complete."""
+    old, new = servers
+    with sentinel_watching(old, tmp_path) as sentinel:
+        found_by_sentinel = {
+            "REDIS_URL": "redis://sentinel-names-the-master.invalid:6379/0",
+            "REDIS_SENTINELS": sentinel,
+            "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+        }
+        own = settings.model_copy(
+            update={
+                "redis_url": RedisDsn(found_by_sentinel["REDIS_URL"]),
+                "redis_sentinels": [sentinel],
+                "redis_sentinel_master": SENTINEL_MASTER,
+            }
+        )
+        async with serve(create_app(own)) as client:
+            worker = start_worker(tmp_path, **found_by_sentinel)
+            try:
+                await eventually(lambda: workers_alive(client))
+                urls: list[str] = []
+                assert await enqueued(client, urls)
+                with Redis(port=old) as master, Redis(port=new) as replica:
+                    assert master.wait(1, 10_000) == 1  # the replica holds the queued task
+                    host, port = sentinel.split(":")
+                    with Redis(host=host, port=int(port)) as asked:
+
+                        async def failover_begun() -> bool:
+                            # Refused until the sentinel has seen the replica (NOGOODSLAVE).
+                            try:
+                                return bool(asked.sentinel_failover(SENTINEL_MASTER))
+                            except ResponseError:
+                                return False
+
+                        async def failed_over() -> bool:
+                            demoted = master.info("replication")["role"] == "slave"
+                            return demoted and sentinel_master_port(asked) == new
+
+                        await eventually(failover_begun)
+                        await eventually(failed_over)
+                    assert replica.info("replication")["role"] == "master"
+
+                await eventually(lambda: enqueued(client, urls))
+                await eventually(lambda: all_complete(client, urls))
+                assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            finally:
+                worker.kill()
+                worker.wait()

@@ -70,7 +70,8 @@ IDS = st.text(min_size=1, max_size=300)
 # Streams stay open until their task finishes, and no worker runs here: followed elsewhere.
 STREAMS = {"/api/v1/tasks/{task_id}/events"}
 OPEN_PATHS = {"/health/live", "/health/ready", "/metrics"}
-REFUSED = {401, 403, 404}
+# 405: an id of "/" makes a path that only other methods have.
+REFUSED = {401, 403, 404, 405}
 
 
 @pytest.fixture(params=["operator", "no key"{% if cookiecutter.__database == "postgres" %}, "operator, database down"{% endif %}])

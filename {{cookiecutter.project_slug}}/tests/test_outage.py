@@ -3,12 +3,10 @@ then restarted on its files. The API answers 503 meanwhile and recovers; the wor
 goes on; nothing queued before the outage is lost."""
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +16,12 @@ from {{ cookiecutter.__package_name }}.devtools.embedded_redis import start_serv
 from {{ cookiecutter.__package_name }}.main import create_app
 from {{ cookiecutter.__package_name }}.settings import Settings
 
+from .faults import FAULT_DEADLINE_S, eventually
+from .faults import start_worker as worker_process
 from .support import serve
 
 # Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
-DEADLINE_S = 60.0  # an upper bound for a loaded machine, not a timing claim
 
 
 class AofServer:
@@ -45,7 +44,7 @@ class AofServer:
             process, self.process = self.process, None
             process.terminate()
             try:
-                process.wait(DEADLINE_S)
+                process.wait(FAULT_DEADLINE_S)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -75,12 +74,7 @@ def start_worker(
     started: list[subprocess.Popen[bytes]] = []
 
     def start(**settings: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "REDIS_URL": server.url, "WORKER_POLL_DELAY_S": "0.05", **settings}
-        with (tmp_path / "worker.log").open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"],
-                env=env, cwd=tmp_path, stdout=log, stderr=log,
-            )  # fmt: skip
+        process = worker_process(tmp_path, REDIS_URL=server.url, **settings)
         started.append(process)
         return process
 
@@ -93,12 +87,6 @@ def start_worker(
 @pytest.fixture
 def worker(start_worker: Callable[..., subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
     return start_worker()
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]]) -> None:
-    async with asyncio.timeout(DEADLINE_S):
-        while not await probe():  # noqa: ASYNC110 - polling a service from outside
-            await asyncio.sleep(0.1)
 
 
 async def test_the_service_rides_out_an_outage_and_loses_no_queued_task(
