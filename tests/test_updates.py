@@ -4,6 +4,10 @@ Each test renders the template as it was at UPDATE_FROM, commits the result as a
 (their `.env` with its secrets stays local and git-ignored), updates it to the template under
 test and checks that the update applied whole: no conflict, no `.rej` file, the secrets kept,
 the files those of a fresh render, and the project's own `just lint` and `just test` passing.
+The default project also turns on, in the same update, the options it was rendered without
+(`--variables-to-update`): the database, then migrated on the embedded server, and the examples.
+Its files are then those of a fresh render with the options on, whose slow tests (worker
+processes, faults, load) test_projects runs: here the rest of its tests run.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import filecmp
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,17 +26,37 @@ from cookiecutter.main import cookiecutter
 # The oldest commit whose renders tell cruft to leave `.env` alone ([tool.cruft] skip in
 # pyproject.toml). Projects rendered earlier need that table added once before updating.
 UPDATE_FROM = "b08f4623b49359eaf56607c8f86ee4b86246fcc8"
+# `just migrate` on an embedded PostgreSQL of the project's own, as a user with no server of
+# their own would run it; then the revision the database is at.
+MIGRATE_ON_EMBEDDED_SERVER = [
+    "uv",
+    "run",
+    "python",
+    "-c",
+    "import os, subprocess, sys\n"
+    "from media_service.devtools.embedded_postgres import EmbeddedPostgres\n"
+    "with EmbeddedPostgres() as server:\n"
+    "    env = {**os.environ, 'DATABASE_URL': server.url}\n"
+    "    subprocess.run(['just', 'migrate'], env=env, check=True)\n"
+    "    current = [sys.executable, '-m', 'media_service.migrate', 'current']\n"
+    "    subprocess.run(current, env=env, check=True)\n",
+]
 USER = {
     "GIT_AUTHOR_NAME": "A User",
     "GIT_AUTHOR_EMAIL": "user@example.com",
     "GIT_COMMITTER_NAME": "A User",
     "GIT_COMMITTER_EMAIL": "user@example.com",
 }
+# A project rendered with these answers, and the answers its update changes.
 COMBOS = [
-    pytest.param(combo, id=name)
-    for name, combo in [
-        ("default", Combo("3.11", "redis", "yes", "github")),
-        ("cache_backend_none", Combo("3.11", "none", "no", "github")),
+    pytest.param(combo, turned_on, id=name)
+    for name, combo, turned_on in [
+        (
+            "default, then database and examples on",
+            Combo("3.11", "redis", "no", "github"),
+            {"database": "postgres", "example_tasks": "yes"},
+        ),
+        ("cache_backend_none", Combo("3.11", "none", "no", "github"), {}),
     ]
     if selected(combo)
 ]
@@ -67,12 +92,13 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.project_checks
-@pytest.mark.parametrize("combo", COMBOS)
+@pytest.mark.parametrize(("combo", "turned_on"), COMBOS)
 def test_cruft_update_applies_cleanly_and_keeps_secrets(
-    combo: Combo, template_repo: Path, tmp_path: Path
+    combo: Combo, turned_on: dict[str, str], template_repo: Path, tmp_path: Path
 ) -> None:
-    """It updates a committed project to the template under test with no conflict, keeps the
-    local `.env`, ends with the files of a fresh render and passes the project's checks."""
+    """It updates a committed project to the template under test, turning on the options
+    `turned_on` names, with no conflict, keeps the local `.env`, ends with the files of a
+    fresh render with those answers and passes the project's checks."""
     cruft = tool("cruft")
     context = json.dumps(combo.context())
     create = [cruft, "create", str(template_repo), "--checkout", UPDATE_FROM, "--no-input"]
@@ -84,7 +110,10 @@ def test_cruft_update_applies_cleanly_and_keeps_secrets(
     git("commit", "--quiet", "-m", "A service made from the template", cwd=project)
     assert ".env" not in git("ls-files", cwd=project).split()
 
-    output = run([cruft, "update", "--skip-apply-ask"], project)
+    update = [cruft, "update", "--skip-apply-ask"]
+    if turned_on:
+        update += ["--variables-to-update", json.dumps(turned_on)]
+    output = run(update, project)
 
     assert "rej" not in output, output
     assert [path for path in rendered_files(project) if path.suffix in {".rej", ".orig"}] == []
@@ -93,7 +122,11 @@ def test_cruft_update_applies_cleanly_and_keeps_secrets(
     assert [line for line in changed if not line.endswith(".cruft.json")], "nothing was updated"
     assert (project / ".env").read_text() == secrets
     head = git("rev-parse", "HEAD", cwd=template_repo).strip()
-    assert json.loads((project / ".cruft.json").read_text())["commit"] == head
+    recorded = json.loads((project / ".cruft.json").read_text())
+    assert recorded["commit"] == head
+    combo = replace(combo, **turned_on)
+    assert recorded["context"]["cookiecutter"]["__database"] == combo.database
+    assert recorded["context"]["cookiecutter"]["__examples"] == combo.example_tasks
 
     fresh = Path(
         cookiecutter(
@@ -118,5 +151,12 @@ def test_cruft_update_applies_cleanly_and_keeps_secrets(
 
     python = find_python(combo.python_version)
     assert python, f"Python {combo.python_version} runs the updated project's tests"
-    for recipe in ("lint", "test"):
-        run([tool("just"), recipe], project, tool_env(python))
+    env = tool_env(python)
+    run([tool("just"), "lint"], project, env)
+    if combo.has_database:
+        output = run(MIGRATE_ON_EMBEDDED_SERVER, project, env)
+        assert "(head)" in output, output
+    tests = [tool("just"), "test"]
+    if turned_on:
+        tests += ["-m", "not slow"]
+    run(tests, project, env)
