@@ -22,6 +22,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 HEADING = "### Safe when a setting is forgotten"
 ROW = re.compile(r"^\| ((?:`[A-Z0-9_]+`(?:, )?)+) \|", re.MULTILINE)
 SECRET = SecretStr("s" * MIN_TOKEN_LENGTH)
+SUBMISSION = {"name": "example_task", "args": {"message": "m"}}
 Check = Callable[[Settings, Settings], Awaitable[None]]
 
 
@@ -121,11 +122,32 @@ async def api_max_body_bytes(forgotten: Settings, production: Settings) -> None:
 
 async def task_submit_rate_limit(forgotten: Settings, production: Settings) -> None:
     assert forgotten.task_submit_rate_limit == 1_000  # 0 would lift it
-    assert forgotten.task_submit_rate_window_s == 60
+    limits = {"task_submit_rate_limit", "task_submit_rate_window_s"}
+    with_defaults = production.model_copy(update=defaults_of(forgotten, limits))
+    async with serve(create_app(with_defaults)) as client:
+        for n in range(forgotten.task_submit_rate_limit):
+            assert (await client.post("/api/v1/tasks", json=SUBMISSION)).status_code == 202, n
+        refused = await client.post("/api/v1/tasks", json=SUBMISSION)
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= forgotten.task_submit_rate_window_s
 
 
 async def task_max_queue_depth(forgotten: Settings, production: Settings) -> None:
     assert forgotten.task_max_queue_depth == 100_000
+    with_defaults = production.model_copy(update=defaults_of(forgotten, {"task_max_queue_depth"}))
+    async with Redis.from_url(str(production.redis_queue_url)) as queue:
+        for start in range(0, forgotten.task_max_queue_depth, 10_000):
+            waiting = {f"waiting-{n}": time.time() for n in range(start, start + 10_000)}
+            await queue.zadd(production.task_queue, waiting)
+    async with serve(create_app(with_defaults)) as client:
+        refused = await client.post("/api/v1/tasks", json=SUBMISSION)
+    assert refused.status_code == 503
+    assert "full" in refused.json()["detail"]
+    assert int(refused.headers["Retry-After"]) > 0
+
+
+def defaults_of(forgotten: Settings, names: set[str]) -> dict[str, object]:
+    return {name: getattr(forgotten, name) for name in names}
 
 
 CHECKS: dict[str, Check] = {
