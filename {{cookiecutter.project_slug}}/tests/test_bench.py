@@ -31,6 +31,8 @@ def test_bench_runs_every_measure_and_prints_its_table() -> None:
     for clients in ("1 client", "4 clients", "50 clients"):
         for measure in ("requests/s", "p50 ms", "p99 ms"):
             assert f"`POST` enqueue, {clients}: {measure}" in measures
+    for measure in ("requests/s", "p50 ms", "p99 ms"):
+        assert f"`POST` enqueue, 50 clients, 2 API processes: {measure}" in measures
     assert "worker, no-op tasks/s (vs arq defaults)" in measures
     assert "pickup p50 ms, idle worker (vs arq, poll_delay 0.01)" in measures
     assert "recovery after SIGKILL mid-task, s" in measures

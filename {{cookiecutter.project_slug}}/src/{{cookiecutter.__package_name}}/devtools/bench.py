@@ -32,7 +32,7 @@ from ..migrate import alembic_config
 {%- endif %}
 from ..settings import Settings
 from .bench_console import console_table, measure_console
-from .bench_http import Latencies, bench_enqueue
+from .bench_http import EnqueueResults, Latencies, bench_enqueue
 from .bench_scaling import WORKER_COUNTS, Scaling, measure_scaling
 {%- if cookiecutter.__database == "postgres" %}
 from .bench_workers import (
@@ -53,7 +53,7 @@ from .embedded_redis import EmbeddedRedis
 
 @dataclass
 class Results:
-    enqueue: dict[int, tuple[Latencies, Latencies]]
+    enqueue: EnqueueResults
     throughput: dict[str, Latencies]
     pickups: dict[str, Latencies]
     recoveries: list[float]
@@ -120,8 +120,10 @@ def table(results: Results, settings: Settings) -> str:
         "| measure | generated service | bare arq | ratio |",
         "|---|---|---|---|",
     ]
-    for clients, (ours, bare) in results.enqueue.items():
+    for (api_processes, clients), (ours, bare) in results.enqueue.items():
         label = f"`POST` enqueue, {clients} client{'s' if clients > 1 else ''}"
+        if api_processes > 1:
+            label += f", {api_processes} API processes"
         rows.append(
             f"| {label}: requests/s | {ours.per_s:,.0f} | {bare.per_s:,.0f} "
             f"| {ratio(ours.per_s, bare.per_s)} |"
@@ -227,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(redis_url=server.url)
     print(
         f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
-        f"one uvicorn process per app, worker max_jobs {settings.worker_max_jobs}; load: asyncio "
-        f"HTTP/1.1 client, keep-alive; {args.requests} requests per run, {args.tasks} tasks, "
-        f"{args.pickups} pickups.\n"
+        f"one uvicorn process per app unless a line says more, worker max_jobs "
+        f"{settings.worker_max_jobs}; load: asyncio HTTP/1.1 client, keep-alive; "
+        f"{args.requests} requests per run, {args.tasks} tasks, {args.pickups} pickups.\n"
     )
     print(table(results, settings))
     print()

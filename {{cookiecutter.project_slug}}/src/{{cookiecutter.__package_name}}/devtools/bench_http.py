@@ -8,12 +8,13 @@ client, each sending its next request when the previous answer is in.
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Self
 
@@ -25,6 +26,8 @@ from .embedded_redis import free_port
 
 SERVICE = "{{ cookiecutter.__package_name }}"
 CONCURRENCY = (1, 4, 50)
+# The second line: both apps under uvicorn --workers 2, at the highest concurrency.
+API_PROCESSES = 2
 # Each concurrency runs in rounds, the two apps taking turns: a machine whose speed drifts
 # during the run (other work, CPU clocks) weighs on both alike.
 ROUNDS = 5
@@ -125,20 +128,26 @@ async def load(port: int, path: str, key: str, *, clients: int, requests: int) -
 def processes(
     commands: list[list[str]], env: dict[str, str]
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started = [subprocess.Popen(command, env=env) for command in commands]  # noqa: S603
+    """Run `commands`, each in a process group of its own, killed whole at the end: with
+    --workers, uvicorn's processes are its children."""
+    started = [
+        subprocess.Popen(command, env=env, start_new_session=True)  # noqa: S603
+        for command in commands
+    ]
     try:
         yield started
     finally:
         for process in started:
-            if process.poll() is None:
-                process.kill()
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
-def uvicorn_command(target: str, port: int) -> list[str]:
+def uvicorn_command(target: str, port: int, processes: int) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1",
-        "--port", str(port), "--no-access-log", "--log-level", "warning",
+        "--port", str(port), "--workers", str(processes), "--no-access-log",
+        "--log-level", "warning",
     ]  # fmt: skip
 
 
@@ -156,27 +165,47 @@ async def wait_for_port(port: int) -> None:
             return
 
 
-async def bench_enqueue(
-    env: dict[str, str], requests: int
-) -> dict[int, tuple[Latencies, Latencies]]:
+# Results by API processes and clients: the service's, then the bare endpoint's.
+EnqueueResults = dict[tuple[int, int], tuple[Latencies, Latencies]]
+
+
+async def bench_enqueue(env: dict[str, str], requests: int) -> EnqueueResults:
     """Ours (with access control on: an API key with tasks:submit) and the bare endpoint (which
-    gets the same header) at each concurrency, alternating, after a warm-up."""
+    gets the same header): one process each at every concurrency, then API_PROCESSES each at
+    the highest."""
     key, api_key = create_key("bench", [SUBMIT])
     # A rate limit no run reaches: its count is still kept on every submission.
     limits = {"TASK_SUBMIT_RATE_LIMIT": "1000000000", "AUTH_DISABLED": "false"}
     env = {**env, **limits, "API_KEYS": api_key.entry}
+    one = await compare(env, key, requests, api_processes=1, concurrency=CONCURRENCY)
+    more = await compare(
+        env, key, requests, api_processes=API_PROCESSES, concurrency=CONCURRENCY[-1:]
+    )
+    return one | more
+
+
+async def compare(
+    env: dict[str, str],
+    key: str,
+    requests: int,
+    *,
+    api_processes: int,
+    concurrency: tuple[int, ...],
+) -> EnqueueResults:
+    """Both apps on `api_processes` uvicorn processes each, at each of `concurrency`, taking turns
+    after a warm-up."""
     ours, bare = free_port(), free_port()
     commands = [
-        uvicorn_command(f"{SERVICE}.main:create_app", ours),
-        uvicorn_command(f"{SERVICE}.devtools.bench_http:bare_app", bare),
+        uvicorn_command(f"{SERVICE}.main:create_app", ours, api_processes),
+        uvicorn_command(f"{SERVICE}.devtools.bench_http:bare_app", bare, api_processes),
     ]
-    results: dict[int, tuple[Latencies, Latencies]] = {}
+    results: EnqueueResults = {}
     with processes(commands, env):
         await wait_for_port(ours)
         await wait_for_port(bare)
         for port, path in ((ours, "/api/v1/tasks"), (bare, "/enqueue")):
-            await load(port, path, key, clients=4, requests=max(50, requests // 5))
-        for clients in CONCURRENCY:
+            await load(port, path, key, clients=4 * api_processes, requests=max(50, requests // 5))
+        for clients in concurrency:
             ours_runs: list[Latencies] = []
             bare_runs: list[Latencies] = []
             for share in split(requests, ROUNDS):
@@ -184,7 +213,8 @@ async def bench_enqueue(
                 ours_runs.append(
                     await load(ours, "/api/v1/tasks", key, clients=clients, requests=share)
                 )
-            results[clients] = (Latencies.pooled(ours_runs), Latencies.pooled(bare_runs))
+            pooled = Latencies.pooled(ours_runs), Latencies.pooled(bare_runs)
+            results[api_processes, clients] = pooled
     return results
 
 
