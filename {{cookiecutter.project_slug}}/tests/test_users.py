@@ -140,6 +140,7 @@ class Cable:
         self.url = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._muted = False
 
     async def plug(self) -> None:
         self._server = await asyncio.start_server(self._link, "127.0.0.1", self.listen_port)
@@ -152,7 +153,21 @@ class Cable:
             writer.close()
         await self._server.wait_closed()
 
+    def mute(self, muted: bool = True) -> None:
+        """Cut the open connections and take new ones without ever answering, as a server
+        that stopped responding does (or, with False, forward them again)."""
+        self._muted = muted
+        for writer in list(self._links):
+            writer.close()
+
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._muted:
+            self._links.add(writer)
+            with contextlib.suppress(OSError):
+                await reader.read()  # until the client gives up
+            writer.close()
+            self._links.discard(writer)
+            return
         if self.socket:
             up_reader, up_writer = await asyncio.open_unix_connection(self.socket)
         else:
@@ -173,12 +188,14 @@ class Cable:
 async def test_while_the_database_is_unreachable_its_routes_answer_503_then_recover(
     settings: Settings, database: AsyncEngine
 ) -> None:
-    """With the database unplugged (connections refused and cut), creating a user is a 503
-    with Retry-After and a sentence naming the database, never a 500; plugged in again, the
-    same app serves it without a restart."""
+    """With the database unplugged (connections refused and cut) or mute (connections taken,
+    never answered), creating a user is a 503 with Retry-After and a sentence naming the
+    database, never a 500; plugged in again, the same app serves it without a restart."""
     cable = Cable(settings.database_url.get_secret_value())
     await cable.plug()
-    own = settings.model_copy(update={"database_url": SecretStr(cable.url)})
+    own = settings.model_copy(
+        update={"database_url": SecretStr(cable.url), "database_connect_timeout_s": 1.0}
+    )
     async with serve(create_app(own)) as client:
         first = await client.post("/api/v1/users", json={"email": "a@example.com", "name": "A"})
         assert first.status_code == 201, first.text
@@ -191,5 +208,13 @@ async def test_while_the_database_is_unreachable_its_routes_answer_503_then_reco
         await cable.plug()
         back = await client.post("/api/v1/users", json={"email": "b@example.com", "name": "B"})
         assert back.status_code == 201, back.text
+        cable.mute()
+        mute = await client.post("/api/v1/users", json={"email": "c@example.com", "name": "C"})
+        assert mute.status_code == 503, mute.text
+        assert "database" in mute.json()["detail"]
+        assert mute.headers["Retry-After"]
+        cable.mute(False)
+        back = await client.post("/api/v1/users", json={"email": "c@example.com", "name": "C"})
+        assert back.status_code == 201, back.text
     await cable.unplug()
-    assert await count(database, User) == 2
+    assert await count(database, User) == 3
