@@ -2,20 +2,27 @@
 
 import asyncio
 import contextlib
+import os
+import signal
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import asyncpg
 import httpx
+from alembic import command
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.__package_name }}.access import create_key
+from {{ cookiecutter.__package_name }}.devtools.embedded_postgres import EmbeddedPostgres
 from {{ cookiecutter.__package_name }}.infrastructure.database import session_factory
 from {{ cookiecutter.__package_name }}.infrastructure.models import OutboxTask, User
 from {{ cookiecutter.__package_name }}.infrastructure.outbox_relay import OutboxRelay
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.infrastructure.redis import texts
 from {{ cookiecutter.__package_name }}.main import create_app
+from {{ cookiecutter.__package_name }}.migrate import alembic_config
 from {{ cookiecutter.__package_name }}.settings import Settings
 
 from .support import bearer, free_port, serve
@@ -218,3 +225,33 @@ async def test_while_the_database_is_unreachable_its_routes_answer_503_then_reco
         assert back.status_code == 201, back.text
     await cable.unplug()
     assert await count(database, User) == 3
+
+
+async def test_a_database_shutting_down_answers_503_then_serves_again(
+    settings: Settings, workdir: Path
+) -> None:
+    """While PostgreSQL shuts down (a smart shutdown waits for its open sessions and refuses
+    new ones, "the database system is shutting down"), creating a user is a 503 naming the
+    database; once the server is back, the same app serves it."""
+    server = EmbeddedPostgres(workdir / "pgdata")
+    server.start()
+    try:
+        await asyncio.to_thread(command.upgrade, alembic_config(server.url), "head")
+        database_url = Settings(database_url=server.url, _env_file=None).database_url
+        own = settings.model_copy(update={"database_url": database_url})
+        holder = await asyncpg.connect(server.url)  # keeps the shutdown from ending
+        postmaster = workdir / "pgdata" / "postmaster.pid"
+        os.kill(int(postmaster.read_text().split()[0]), signal.SIGTERM)  # a smart shutdown
+        async with serve(create_app(own)) as client:
+            down = await client.post("/api/v1/users", json={"email": "a@example.com", "name": "A"})
+            assert down.status_code == 503, down.text
+            assert "database" in down.json()["detail"]
+            assert down.headers["Retry-After"]
+            assert await holder.fetchval("SELECT 1") == 1  # it was shutting down, not gone
+            await holder.close()
+            server.stop()
+            server.start()
+            back = await client.post("/api/v1/users", json={"email": "a@example.com", "name": "A"})
+            assert back.status_code == 201, back.text
+    finally:
+        server.stop()
