@@ -6,7 +6,8 @@ The same when a sentinel fails the master over and the service finds the master 
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -102,6 +103,31 @@ async def all_complete(client: httpx.AsyncClient, urls: list[str]) -> bool:
     return all(r.status_code == 200 and r.json()["status"] == "complete" for r in replies)
 
 
+def tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+async def ride_out(
+    client: httpx.AsyncClient,
+    worker: subprocess.Popen[bytes],
+    log: Path,
+    fail_over: Callable[[], Awaitable[None]],
+) -> None:
+    """Once the worker is alive, queue a task, `fail_over()`, then queue another: both
+    complete, and the worker is still up. Stops the worker."""
+    try:
+        await eventually(lambda: workers_alive(client))
+        urls: list[str] = []
+        assert await enqueued(client, urls)
+        await fail_over()
+        await eventually(lambda: enqueued(client, urls))
+        await eventually(lambda: all_complete(client, urls))
+        assert worker.poll() is None, tail(log)
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 async def test_a_failover_is_ridden_out_by_the_api_and_the_worker(
     settings: Settings, servers: tuple[int, int], tmp_path: Path
 ) -> None:
@@ -109,23 +135,17 @@ async def test_a_failover_is_ridden_out_by_the_api_and_the_worker(
     address = MovingAddress(master)
     url = f"redis://127.0.0.1:{address.port}/0"
     own = settings.model_copy(update={"redis_url": RedisDsn(url)})
+
+    async def fail_over() -> None:
+        with Redis(port=master) as old, Redis(port=replica) as new:
+            assert old.wait(1, 10_000) == 1  # the replica holds the queued task
+            new.replicaof("NO", "ONE")
+            old.replicaof("127.0.0.1", str(replica))
+        address.move_to(replica)
+
     async with address.open(), serve(create_app(own)) as client:
         worker = start_worker(tmp_path, REDIS_URL=url)
-        try:
-            await eventually(lambda: workers_alive(client))
-            urls: list[str] = []
-            assert await enqueued(client, urls)
-            with Redis(port=master) as old, Redis(port=replica) as new:
-                assert old.wait(1, 10_000) == 1  # the replica holds the queued task
-                new.replicaof("NO", "ONE")
-                old.replicaof("127.0.0.1", str(replica))
-            address.move_to(replica)
-            await eventually(lambda: enqueued(client, urls))
-            await eventually(lambda: all_complete(client, urls))
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-        finally:
-            worker.kill()
-            worker.wait()
+        await ride_out(client, worker, tmp_path / "worker.log", fail_over)
 
 
 async def test_a_sentinel_failover_is_ridden_out_by_the_api_and_the_worker(
@@ -148,35 +168,31 @@ async def test_a_sentinel_failover_is_ridden_out_by_the_api_and_the_worker(
                 "redis_sentinel_master": SENTINEL_MASTER,
             }
         )
+        host, port = sentinel.split(":")
+
+        async def fail_over() -> None:
+            with (
+                Redis(port=old) as master,
+                Redis(port=new) as replica,
+                Redis(host=host, port=int(port)) as asked,
+            ):
+                assert master.wait(1, 10_000) == 1  # the replica holds the queued task
+
+                async def failover_begun() -> bool:
+                    # Refused until the sentinel has seen the replica (NOGOODSLAVE).
+                    try:
+                        return bool(asked.sentinel_failover(SENTINEL_MASTER))
+                    except ResponseError:
+                        return False
+
+                async def failed_over() -> bool:
+                    demoted = master.info("replication")["role"] == "slave"
+                    return demoted and sentinel_master_port(asked) == new
+
+                await eventually(failover_begun)
+                await eventually(failed_over)
+                assert replica.info("replication")["role"] == "master"
+
         async with serve(create_app(own)) as client:
             worker = start_worker(tmp_path, **found_by_sentinel)
-            try:
-                await eventually(lambda: workers_alive(client))
-                urls: list[str] = []
-                assert await enqueued(client, urls)
-                with Redis(port=old) as master, Redis(port=new) as replica:
-                    assert master.wait(1, 10_000) == 1  # the replica holds the queued task
-                    host, port = sentinel.split(":")
-                    with Redis(host=host, port=int(port)) as asked:
-
-                        async def failover_begun() -> bool:
-                            # Refused until the sentinel has seen the replica (NOGOODSLAVE).
-                            try:
-                                return bool(asked.sentinel_failover(SENTINEL_MASTER))
-                            except ResponseError:
-                                return False
-
-                        async def failed_over() -> bool:
-                            demoted = master.info("replication")["role"] == "slave"
-                            return demoted and sentinel_master_port(asked) == new
-
-                        await eventually(failover_begun)
-                        await eventually(failed_over)
-                    assert replica.info("replication")["role"] == "master"
-
-                await eventually(lambda: enqueued(client, urls))
-                await eventually(lambda: all_complete(client, urls))
-                assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-            finally:
-                worker.kill()
-                worker.wait()
+            await ride_out(client, worker, tmp_path / "worker.log", fail_over)
