@@ -111,6 +111,7 @@ BY_OPTION: list[tuple[Callable[[Combo], bool], set[str]]] = [
             "src/{pkg}/devtools/__init__.py",
             "src/{pkg}/devtools/bench.py",
             "src/{pkg}/devtools/bench_console.py",
+            "src/{pkg}/devtools/bench_fleet.py",
             "src/{pkg}/devtools/bench_http.py",
             "src/{pkg}/devtools/bench_scaling.py",
             "src/{pkg}/devtools/bench_workers.py",

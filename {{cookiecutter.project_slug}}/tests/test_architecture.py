@@ -49,7 +49,9 @@ def test_only_the_task_layer_imports_arq() -> None:
             "live_tasks",
         )
     }
-    bench = {f"devtools/{name}.py" for name in ("bench", "bench_http", "bench_workers")}
+    bench = {
+        f"devtools/{name}.py" for name in ("bench", "bench_fleet", "bench_http", "bench_workers")
+    }
     assert importers == task_layer | bench
 
 

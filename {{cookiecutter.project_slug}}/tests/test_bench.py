@@ -21,6 +21,7 @@ def test_bench_runs_every_measure_and_prints_its_table() -> None:
 {%- endif %}
     counts = ["--requests", "20", "--tasks", "20", "--pickups", "5", "--recoveries", "1"]
     counts += ["--console-tasks", "120", "--console-dead-letters", "30", "--scaling", "1,2"]
+    counts += ["--fleet", "1"]
     done = subprocess.run(
         [*BENCH, *counts], env=env, capture_output=True, text=True, timeout=240, check=False
     )
@@ -36,6 +37,8 @@ def test_bench_runs_every_measure_and_prints_its_table() -> None:
     assert "worker, no-op tasks/s (vs arq defaults)" in measures
     assert "pickup p50 ms, idle worker (vs arq, poll_delay 0.01)" in measures
     assert "recovery after SIGKILL mid-task, s" in measures
+    fleet = "fleet: most of 30 tasks of 3 s running at once, 1 worker process x 20 slots"
+    assert f"{fleet} (vs arq, poll_delay 0.01)" in measures
     assert "worker scaling: no-op tasks/s, 2 worker processes (vs 1)" in measures
     assert "worker scaling: Redis CPU ms per 1,000 tasks, 1 worker process" in measures
 {%- if cookiecutter.__database == "postgres" %}

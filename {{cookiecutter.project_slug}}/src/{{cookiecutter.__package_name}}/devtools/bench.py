@@ -32,6 +32,7 @@ from ..migrate import alembic_config
 {%- endif %}
 from ..settings import Settings
 from .bench_console import console_table, measure_console
+from .bench_fleet import BASELINE, FLEET_SLOTS, HOLD_S, Fleet, measure_fleet
 from .bench_http import EnqueueResults, Latencies, bench_enqueue
 from .bench_scaling import WORKER_COUNTS, Scaling, measure_scaling
 {%- if cookiecutter.__database == "postgres" %}
@@ -58,6 +59,7 @@ class Results:
     pickups: dict[str, Latencies]
     recoveries: list[float]
     scaling: list[Scaling]
+    fleet: Fleet
 {%- if cookiecutter.__database == "postgres" %}
     commit_pickups: Latencies | None = None
 {%- endif %}
@@ -99,12 +101,12 @@ async def run(redis_url: str, args: argparse.Namespace) -> Results:
         for _ in range(args.recoveries):
             print("recovery after SIGKILL...", file=sys.stderr)
             recoveries.append(await measure_recovery(env, queue))
+        scaling = await measure_scaling(env, queue.ours, args.tasks, args.scaling)
+        fleet = await measure_fleet(env, queue, args.fleet)
 {%- if cookiecutter.__database == "postgres" %}
-        scaling = await measure_scaling(env, queue.ours, args.tasks, args.scaling)
-        return Results(enqueue, throughput, pickups, recoveries, scaling, commit_pickups)
+        return Results(enqueue, throughput, pickups, recoveries, scaling, fleet, commit_pickups)
 {%- else %}
-        scaling = await measure_scaling(env, queue.ours, args.tasks, args.scaling)
-        return Results(enqueue, throughput, pickups, recoveries, scaling)
+        return Results(enqueue, throughput, pickups, recoveries, scaling, fleet)
 {%- endif %}
     finally:
         await queue.ours.close()
@@ -173,6 +175,14 @@ def table(results: Results, settings: Settings) -> str:
             f"| worker scaling: Redis CPU ms per 1,000 tasks, {scaled.workers} worker "
             f"process{'es' if scaled.workers > 1 else ''} | {scaled.redis_cpu_ms_per_1k:.0f} | | |"
         )
+    fleet = results.fleet
+    ours_most, arq_most = fleet.most_at_once[GENERATED], fleet.most_at_once[BASELINE]
+    rows.append(
+        f"| fleet: most of {fleet.tasks} tasks of {HOLD_S:g} s running at once, "
+        f"{fleet.processes} worker process{'es' if fleet.processes > 1 else ''} x "
+        f"{FLEET_SLOTS} slots (vs {BASELINE}) | {ours_most} | {arq_most} "
+        f"| {ratio(ours_most, arq_most)} |"
+    )
     if results.recoveries:
         arq_s = settings.worker_job_timeout_s + 10
         measured = ", ".join(f"{seconds:.1f}" for seconds in results.recoveries)
@@ -210,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         default=WORKER_COUNTS,
         help="worker processes to compare, comma-separated (default: 1,2,4)",
     )
+    parser.add_argument(
+        "--fleet", type=int, default=6, help=f"worker processes of {FLEET_SLOTS} slots in the fleet"
+    )
     args = parser.parse_args(argv)
-    for name in ("requests", "tasks", "pickups", "console_tasks", "console_dead_letters"):
+    names = ("requests", "tasks", "pickups", "console_tasks", "console_dead_letters", "fleet")
+    for name in names:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 {%- if cookiecutter.__database == "postgres" %}

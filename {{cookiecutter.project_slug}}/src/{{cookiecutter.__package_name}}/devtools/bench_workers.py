@@ -68,7 +68,11 @@ async def hold(ctx: dict[str, Any], seconds: float) -> int:
     return int(ctx["job_try"])
 
 
-BENCH_TASKS = (noop, pickup, hold)
+async def sleep(ctx: dict[str, Any], seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+BENCH_TASKS = (noop, pickup, hold, sleep)
 
 
 def run_bench_worker(kind: str, *, burst: bool) -> None:
@@ -88,6 +92,7 @@ def run_bench_worker(kind: str, *, burst: bool) -> None:
         functions=[func(task) for task in BENCH_TASKS],
         redis_settings=RedisSettings.from_dsn(os.environ["REDIS_URL"]),
         poll_delay=ARQ_WORKERS[kind],
+        max_jobs=Settings().worker_max_jobs,  # the slots of the service's workers
         burst=burst,
     ).run()
 
