@@ -5,7 +5,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +26,8 @@ from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue, en
 from {{ cookiecutter.__package_name }}.infrastructure.redis import texts
 from {{ cookiecutter.__package_name }}.settings import Settings
 
-WORKER = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"]
+from .faults import WORKER
+
 DEADLINE_S = 30.0
 
 

@@ -137,7 +137,8 @@ async def task_max_queue_depth(forgotten: Settings, production: Settings) -> Non
     with_defaults = production.model_copy(update=defaults_of(forgotten, {"task_max_queue_depth"}))
     async with Redis.from_url(str(production.redis_queue_url)) as queue:
         for start in range(0, forgotten.task_max_queue_depth, 10_000):
-            waiting = {f"waiting-{n}": time.time() for n in range(start, start + 10_000)}
+            due_ms = int(time.time() * 1000)
+            waiting = {f"waiting-{n}": due_ms for n in range(start, start + 10_000)}
             await queue.zadd(production.task_queue, waiting)
     async with serve(create_app(with_defaults)) as client:
         refused = await client.post("/api/v1/tasks", json=SUBMISSION)

@@ -18,9 +18,10 @@ from {{ cookiecutter.__package_name }}.devtools.embedded_redis import free_port
 from {{ cookiecutter.__package_name }}.infrastructure.queue import TaskQueue
 from {{ cookiecutter.__package_name }}.infrastructure.task_metrics import WORKERS_KEY_PREFIX
 
+from .faults import WORKER
+
 # Starts processes or waits out faults for seconds: `just test -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
-WORKER = [sys.executable, "-m", "{{ cookiecutter.__package_name }}.worker"]
 DEADLINE_S = 60.0  # an upper bound for a loaded machine, not a timing claim
 StartWorker = Callable[[str], subprocess.Popen[bytes]]
 
